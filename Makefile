@@ -1,0 +1,25 @@
+# The two commands a user needs (README): `make demo` and `make test`. Both set everything up on first use.
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+
+.PHONY: setup demo test bench train-default eval clean
+setup:
+	@bash scripts/setup.sh
+
+demo: setup  ## the node on the embedded default model, fed by a replayed episode; writes a run folder
+	@$(ENV) python -m actedit_ros.demo $(ARGS)
+
+test: setup  ## the whole test suite (what CI runs)
+	@$(ENV) python -m pytest test $(ARGS)
+
+bench: setup  ## one table: every performance figure against its target
+	@$(ENV) python bench/run.py $(ARGS)
+
+train-default: setup  ## reproduce the embedded default model (hours on CPU; resumes from its last checkpoint)
+	@$(ENV) python -m actedit_ros.world.train_default $(ARGS)
+
+eval: setup  ## evaluation table of the embedded default on held-out synthetic episodes
+	@$(ENV) python -m actedit_ros.world.evaluate $(ARGS)
+
+clean:
+	rm -rf build install log
