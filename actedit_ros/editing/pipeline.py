@@ -1,0 +1,250 @@
+"""GoalPredictor: predict the goal image (the scene once the instructed action is done) from a start frame.
+
+The sampler follows InstructPix2Pix: the UNet sees the noisy latents concatenated with the start image's latents
+and is guided twice (text guidance and image guidance, three batched UNet passes per step). On top of the diffusers
+pipeline it adds what a robot needs:
+- any input size: the frame is resized (aspect kept up to rounding to the model's size multiple) to the model's
+  working resolution, and the goal is returned at exactly the input's size;
+- N candidate goals in one batched call;
+- the text embeddings of an instruction and the latents of a start frame are cached, so asking again (a new seed,
+  more candidates, the same instruction on the same frame) skips the encoders;
+- the fp16 black/NaN failure is detected and the sample is redone in float32, and the result says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .loading import EditActionComponents, load_components, make_scheduler
+from .model_store import resolve_model_path
+
+MAX_INSTRUCTION_CHARS = 1000
+MAX_CANDIDATES = 16
+
+
+@dataclass
+class GoalPrediction:
+    """The result of one predict() call."""
+
+    images: list[np.ndarray]  # RGB uint8, each the input's (height, width)
+    seconds: float  # wall time of the prediction
+    seed: int
+    steps: int
+    fp32_fallback: bool = False  # True when non-finite values forced a float32 redo
+    notes: list[str] = field(default_factory=list)  # human-readable remarks (resizing, fallbacks)
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.images[0]
+
+
+def validate_instruction(instruction: str) -> str:
+    """Strip and check an instruction; raise ValueError with the reason when it cannot be used."""
+    if not isinstance(instruction, str):
+        raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in instruction)
+    cleaned = " ".join(cleaned.split())
+    if not cleaned:
+        raise ValueError("instruction is empty (after removing control characters and whitespace)")
+    if len(cleaned) > MAX_INSTRUCTION_CHARS:
+        raise ValueError(f"instruction is {len(cleaned)} characters long; at most {MAX_INSTRUCTION_CHARS} are accepted")
+    return cleaned
+
+
+def validate_image(image: np.ndarray) -> np.ndarray:
+    """Check a start image is RGB uint8 (H, W, 3) with both sides > 0."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must have shape (height, width, 3) RGB, got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty (shape {image.shape})")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def working_size(width: int, height: int, resolution: int, multiple: int) -> tuple[int, int]:
+    """The (width, height) the model works at: about resolution**2 pixels, aspect kept up to rounding to ``multiple``."""
+    scale = resolution / np.sqrt(width * height)
+    return (max(multiple, int(round(width * scale / multiple)) * multiple),
+            max(multiple, int(round(height * scale / multiple)) * multiple))
+
+
+class GoalPredictor:
+    """Predicts goal images with an InstructPix2Pix/EditAction model. Thread-safe: one prediction at a time."""
+
+    def __init__(self, components: EditActionComponents, cache_size: int = 8):
+        self.components = components
+        self._lock = threading.Lock()
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._image_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._blank_embedding: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | None = None, device: str = "auto", dtype: str | None = None,
+                        scheduler: str = "euler_ancestral") -> "GoalPredictor":
+        """Load a model directory; ``model_path=None`` (or "") loads the embedded default model."""
+        return cls(load_components(resolve_model_path(model_path), device=device, dtype=dtype, scheduler=scheduler))
+
+    @property
+    def resolution(self) -> int:
+        return self.components.resolution
+
+    @property
+    def device(self) -> torch.device:
+        return self.components.device
+
+    def set_scheduler(self, name: str) -> None:
+        with self._lock:
+            self.components.scheduler = make_scheduler(self.components.scheduler.config, name)
+
+    # ----------------------------------------------------------------------------------------------- encoders
+    @torch.no_grad()
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        c = self.components
+        tokens = c.tokenizer(texts, padding="max_length", max_length=min(c.tokenizer.model_max_length, 77),
+                             truncation=True, return_tensors="pt")
+        kwargs = {}
+        if "attention_mask" in tokens and c.text_encoder.__class__.__name__ != "CLIPTextModel":
+            kwargs["attention_mask"] = tokens["attention_mask"].to(c.device)
+        return c.text_encoder(tokens["input_ids"].to(c.device), **kwargs)[0].to(c.dtype)
+
+    def text_embedding(self, instruction: str) -> torch.Tensor:
+        """(1, tokens, dim) embedding of an instruction, cached."""
+        cached = self._text_cache.get(instruction)
+        if cached is None:
+            cached = self._encode_texts([instruction])
+            self._remember(self._text_cache, instruction, cached)
+        else:
+            self._text_cache.move_to_end(instruction)
+        return cached
+
+    def blank_embedding(self) -> torch.Tensor:
+        if self._blank_embedding is None:
+            self._blank_embedding = self._encode_texts([""])
+        return self._blank_embedding
+
+    @torch.no_grad()
+    def image_latents(self, image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """(1, 4, h, w) latents of a start frame at the working size, cached by the frame's content."""
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, size)
+        cached = self._image_cache.get(key)
+        if cached is not None:
+            self._image_cache.move_to_end(key)
+            return cached
+        c = self.components
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        pixels = torch.from_numpy(resized).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+        pixels = pixels.to(c.device, c.vae.dtype)
+        # InstructPix2Pix conditions on the mode of the start image's latent distribution, unscaled.
+        latents = c.vae.encode(pixels).latent_dist.mode()
+        self._remember(self._image_cache, key, latents)
+        return latents
+
+    def _remember(self, cache: OrderedDict, key, value) -> None:
+        cache[key] = value
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    # ----------------------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def _sample(self, text: torch.Tensor, blank: torch.Tensor, start_latents: torch.Tensor, num: int, steps: int,
+                text_guidance: float, image_guidance: float, generator: torch.Generator,
+                dtype: torch.dtype) -> torch.Tensor:
+        c = self.components
+        scheduler = c.scheduler
+        scheduler.set_timesteps(steps, device=c.device)
+        shape = (num, c.unet.config.out_channels, *start_latents.shape[-2:])
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(c.device, dtype)
+        latents = latents * scheduler.init_noise_sigma
+        # Three guidance branches, batched: (text, image), (no text, image), (no text, no image).
+        prompt = torch.cat([text.expand(num, -1, -1), blank.expand(num, -1, -1), blank.expand(num, -1, -1)]).to(dtype)
+        image = start_latents.to(dtype).expand(num, -1, -1, -1)
+        image = torch.cat([image, image, torch.zeros_like(image)])
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(torch.cat([latents] * 3), t)
+            model_input = torch.cat([model_input, image], dim=1)
+            out = c.unet(model_input, t, encoder_hidden_states=prompt, return_dict=False)[0]
+            out_text, out_image, out_uncond = out.chunk(3)
+            guided = out_uncond + text_guidance * (out_text - out_image) + image_guidance * (out_image - out_uncond)
+            latents = scheduler.step(guided, t, latents, generator=generator, return_dict=False)[0]
+        return latents
+
+    @torch.no_grad()
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+        return vae.decode(scaled, return_dict=False)[0]
+
+    def predict(self, image: np.ndarray, instruction: str, steps: int = 20, text_guidance: float = 7.5,
+                image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1) -> GoalPrediction:
+        """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``."""
+        instruction = validate_instruction(instruction)
+        image = validate_image(image)
+        if not 1 <= int(steps) <= 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {steps}")
+        if not 1 <= int(num_candidates) <= MAX_CANDIDATES:
+            raise ValueError(f"num_candidates must be between 1 and {MAX_CANDIDATES}, got {num_candidates}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        c = self.components
+        height, width = image.shape[:2]
+        size = working_size(width, height, c.resolution, c.size_multiple)
+        notes = []
+        with self._lock:
+            started = time.perf_counter()
+            text = self.text_embedding(instruction)
+            blank = self.blank_embedding()
+            start_latents = self.image_latents(image, size)
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+            latents = self._sample(text, blank, start_latents, int(num_candidates), int(steps), text_guidance,
+                                   image_guidance, generator, c.dtype)
+            fp32_fallback = False
+            if not torch.isfinite(latents).all():
+                notes.append(f"non-finite latents in {c.dtype}; sampled again in float32")
+                latents = self._resample_float32(text, blank, start_latents, int(num_candidates), int(steps),
+                                                 text_guidance, image_guidance, seed)
+                fp32_fallback = True
+            decoded = self._decode(latents)
+            if not torch.isfinite(decoded).all():
+                notes.append(f"non-finite decode in {c.vae.dtype}; decoded again in float32")
+                decoded = self._decode_float32(latents)
+                fp32_fallback = True
+            pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            interpolation = cv2.INTER_CUBIC if width * height > size[0] * size[1] else cv2.INTER_AREA
+            images = [cv2.resize(p, (width, height), interpolation=interpolation) for p in pixels]
+            seconds = time.perf_counter() - started
+        if (width, height) != size:
+            notes.append(f"worked at {size[0]}x{size[1]}, returned at the input's {width}x{height}")
+        return GoalPrediction(images=images, seconds=seconds, seed=int(seed), steps=int(steps),
+                              fp32_fallback=fp32_fallback, notes=notes)
+
+    def _resample_float32(self, text, blank, start_latents, num, steps, text_guidance, image_guidance, seed):
+        unet = self.components.unet
+        original = unet.dtype
+        unet.to(torch.float32)
+        try:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+            return self._sample(text.float(), blank.float(), start_latents.float(), num, steps, text_guidance,
+                                image_guidance, generator, torch.float32)
+        finally:
+            unet.to(original)
+
+    def _decode_float32(self, latents: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        original = vae.dtype
+        vae.to(torch.float32)
+        try:
+            return self._decode(latents.float())
+        finally:
+            vae.to(original)
