@@ -1,0 +1,65 @@
+"""actedit-predict: predict goal images for an instruction from image files, without ROS."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+
+from .loading import SCHEDULERS, ModelLoadError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actedit-predict",
+        description="Predict what the scene will look like once an instruction is done (the goal image), "
+                    "from a start image, with an InstructPix2Pix/EditAction model loaded from local disk.")
+    parser.add_argument("image", type=Path, help="start image (PNG/JPEG; any size - the goal comes back at that size)")
+    parser.add_argument("instruction", help='what the robot is about to do, e.g. "put the cup in the bowl"')
+    parser.add_argument("-o", "--output", type=Path, default=Path("goal.png"),
+                        help="output PNG; with --candidates N > 1, files are named <stem>_<i>.png (default: goal.png)")
+    parser.add_argument("--model", default="", help="diffusers-format model directory (default: the embedded model)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, or cuda[:N] (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto (float16 on GPU, float32 on CPU), float16, bfloat16, float32")
+    parser.add_argument("--scheduler", default="euler_ancestral", choices=sorted(SCHEDULERS),
+                        help="sampler (default: euler_ancestral as InstructPix2Pix; ddim is deterministic)")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
+    parser.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default: 7.5)")
+    parser.add_argument("--image-guidance", type=float, default=1.5,
+                        help="image guidance scale: higher stays closer to the start image (default: 1.5)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed; same seed, same image on one device (default: 0)")
+    parser.add_argument("--candidates", type=int, default=1, help="number of goal candidates, sampled in one batch")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .pipeline import GoalPredictor
+
+    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+    if image is None:
+        print(f"actedit-predict: cannot read an image from {args.image}", file=sys.stderr)
+        return 2
+    try:
+        predictor = GoalPredictor.from_pretrained(args.model or None, device=args.device, dtype=args.dtype,
+                                                  scheduler=args.scheduler)
+        result = predictor.predict(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), args.instruction, steps=args.steps,
+                                   text_guidance=args.text_guidance, image_guidance=args.image_guidance,
+                                   seed=args.seed, num_candidates=args.candidates)
+    except (ModelLoadError, ValueError) as err:
+        print(f"actedit-predict: {err}", file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    paths = [args.output] if len(result.images) == 1 else [
+        args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}") for i in range(len(result.images))]
+    for path, goal in zip(paths, result.images):
+        cv2.imwrite(str(path), cv2.cvtColor(goal, cv2.COLOR_RGB2BGR))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {', '.join(map(str, paths))} in {result.seconds:.2f} s ({args.steps} steps, seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
