@@ -36,10 +36,12 @@ fi
 
 # shellcheck source=/dev/null
 . scripts/env.sh
-ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv scripts/actedit_goal_node .venv/.actedit-req)
+# The install holds a copy of the Python sources too (so `ros2 run`/`ros2 launch` work from it): rebuild when they change.
+ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv scripts/actedit_goal_node launch/* config/* \
+  .venv/.actedit-req $(git ls-files -co --exclude-standard 'actedit_ros/*.py' 2>/dev/null | sort))
 if [ "$(cat install/.actedit-ifc 2>/dev/null)" != "$ifc_hash" ]; then
   echo "[setup] building ROS 2 interfaces with colcon"
-  rm -rf build install; mkdir -p log "$(dirname "$np_link")"
+  mkdir -p log "$(dirname "$np_link")"
   ln -sfn "$(python -c "import numpy; print(numpy.get_include())")" "$np_link"
   if ! colcon --log-base log build --paths . --build-base build --install-base install \
         --event-handlers console_cohesion- status- summary- \
