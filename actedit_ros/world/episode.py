@@ -1,0 +1,573 @@
+"""Episodes of the synthetic world: a scene, one action done in it, the instruction, frames and ground truth.
+
+`generate_episode(seed, regime, split, size, num_frames)` is deterministic: the same arguments give the same
+episode, and the same (seed, split) gives the same scene and action in both camera regimes and at every size.
+
+Train/test split: the test split holds out some (action, target colour) combinations (`HELD_OUT_COMBOS`, never
+seen in training) and some phrasings (`PHRASINGS[action]["paraphrase"]` and `["unseen_verb"]`, only in test).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .scene import COLOURS, LIQUIDS, Obj, SceneState, interpolate_states, render_view, WALL_RGB, TABLE_RGB
+
+ACTION_TYPES: tuple[str, ...] = (
+    "put_in", "put_on", "move_left", "move_right", "push", "pick_up",
+    "open_drawer", "close_drawer", "open_door", "close_door",
+    "lid_off", "lid_on", "stack", "flip", "cut", "pour",
+)
+REGIMES = ("fixed", "head")
+SPLITS = ("train", "test")
+PHRASING_KINDS = ("template", "paraphrase", "unseen_verb")
+
+# (action, colour of the acted-on object) pairs that only ever occur in the test split.
+HELD_OUT_COMBOS: dict[str, str] = {
+    "put_in": "green", "put_on": "red", "move_left": "blue", "move_right": "yellow", "push": "purple",
+    "pick_up": "orange", "open_drawer": "green", "close_drawer": "blue", "open_door": "red", "close_door": "yellow",
+    "lid_off": "purple", "lid_on": "orange", "stack": "blue", "flip": "green", "cut": "yellow", "pour": "red",
+}
+
+# Instruction phrasings. {x}: the acted-on object, {y}: the reference object, {liquid}: what is poured.
+# "template" phrasings are the only ones in training; "paraphrase" and "unseen_verb" ones only appear in test.
+PHRASINGS: dict[str, dict[str, list[str]]] = {
+    "put_in": {
+        "template": ["put the {x} in the {y}", "place the {x} into the {y}", "drop the {x} in the {y}"],
+        "paraphrase": ["the {x} should go in the {y}", "can you get the {x} into the {y}"],
+        "unseen_verb": ["deposit the {x} in the {y}", "stash the {x} inside the {y}"],
+    },
+    "put_on": {
+        "template": ["put the {x} on the {y}", "place the {x} onto the {y}", "set the {x} on the {y}"],
+        "paraphrase": ["I want the {x} sitting on the {y}", "get the {x} onto the {y}"],
+        "unseen_verb": ["rest the {x} on the {y}", "lay the {x} on the {y}"],
+    },
+    "move_left": {
+        "template": ["move the {x} to the left", "slide the {x} left", "shift the {x} to the left"],
+        "paraphrase": ["the {x} needs to be further left", "bring the {x} over to the left side"],
+        "unseen_verb": ["scoot the {x} leftwards", "drag the {x} to the left"],
+    },
+    "move_right": {
+        "template": ["move the {x} to the right", "slide the {x} right", "shift the {x} to the right"],
+        "paraphrase": ["the {x} needs to be further right", "bring the {x} over to the right side"],
+        "unseen_verb": ["scoot the {x} rightwards", "drag the {x} to the right"],
+    },
+    "push": {
+        "template": ["push the {x} away", "push the {x} forward", "shove the {x} back"],
+        "paraphrase": ["move the {x} further away from me", "the {x} should be further back on the table"],
+        "unseen_verb": ["propel the {x} forward", "thrust the {x} away"],
+    },
+    "pick_up": {
+        "template": ["pick up the {x}", "grab the {x}", "take the {x}"],
+        "paraphrase": ["I want to hold the {x}", "get the {x} off the table"],
+        "unseen_verb": ["hoist the {x}", "snatch the {x}"],
+    },
+    "open_drawer": {
+        "template": ["open the {x}", "pull the {x} open", "pull out the {x}"],
+        "paraphrase": ["the {x} needs to be open", "can you open up the {x}"],
+        "unseen_verb": ["yank the {x} open", "draw out the {x}"],
+    },
+    "close_drawer": {
+        "template": ["close the {x}", "shut the {x}", "push the {x} closed"],
+        "paraphrase": ["the {x} should be closed", "could you close the {x} please"],
+        "unseen_verb": ["slam the {x} shut", "seal the {x}"],
+    },
+    "open_door": {
+        "template": ["open the {x}", "swing the {x} open", "pull the {x} open"],
+        "paraphrase": ["the {x} needs to be open", "can you open up the {x}"],
+        "unseen_verb": ["unlatch the {x}", "fling the {x} open"],
+    },
+    "close_door": {
+        "template": ["close the {x}", "shut the {x}", "swing the {x} closed"],
+        "paraphrase": ["the {x} should be closed", "could you close the {x} please"],
+        "unseen_verb": ["slam the {x} shut", "latch the {x}"],
+    },
+    "lid_off": {
+        "template": ["take the lid off the {x}", "remove the lid from the {x}", "uncover the {x}"],
+        "paraphrase": ["the {x} should not have its lid on", "get the lid off the {x}"],
+        "unseen_verb": ["unlid the {x}", "pry the lid off the {x}"],
+    },
+    "lid_on": {
+        "template": ["put the lid on the {x}", "cover the {x}", "close the {x} with its lid"],
+        "paraphrase": ["the {x} needs its lid back on", "the {x} should be covered"],
+        "unseen_verb": ["cap the {x}", "recap the {x}"],
+    },
+    "stack": {
+        "template": ["stack the {x} on the {y}", "put the {x} on top of the {y}", "place the {x} on the {y}"],
+        "paraphrase": ["build a tower with the {x} on the {y}", "the {x} should be on top of the {y}"],
+        "unseen_verb": ["pile the {x} onto the {y}", "heap the {x} on the {y}"],
+    },
+    "flip": {
+        "template": ["flip the {x}", "flip over the {x}", "turn over the {x}"],
+        "paraphrase": ["turn the {x} onto its other side", "the {x} should show its other side"],
+        "unseen_verb": ["invert the {x}", "overturn the {x}"],
+    },
+    "cut": {
+        "template": ["cut the {x}", "slice the {x}", "cut the {x} into pieces"],
+        "paraphrase": ["I need the {x} in pieces", "the {x} should be cut up"],
+        "unseen_verb": ["chop the {x}", "dice the {x}"],
+    },
+    "pour": {
+        "template": ["pour the {liquid} into the {y}", "fill the {y} with {liquid}", "pour {liquid} in the {y}"],
+        "paraphrase": ["the {y} should be full of {liquid}", "I want {liquid} in the {y}"],
+        "unseen_verb": ["decant the {liquid} into the {y}", "empty the jug of {liquid} into the {y}"],
+    },
+}
+
+NOUNS: dict[str, list[str]] = {
+    "cup": ["cup", "mug"], "bowl": ["bowl"], "plate": ["plate", "dish"], "block": ["block", "cube"],
+    "apple": ["apple"], "pepper": ["pepper", "bell pepper"], "pot": ["pot", "saucepan"], "jug": ["jug", "pitcher"],
+    "card": ["card"], "drawer": ["drawer"], "door": ["cupboard", "cupboard door", "cabinet door"],
+}
+KIND_COLOURS: dict[str, tuple[str, ...]] = {
+    "apple": ("red", "green", "yellow"),
+    "pepper": ("red", "green", "yellow", "orange"),
+}
+RADIUS: dict[str, tuple[float, float]] = {  # radius range per kind, in view widths
+    "cup": (0.085, 0.105), "bowl": (0.13, 0.15), "plate": (0.14, 0.16), "block": (0.075, 0.09),
+    "apple": (0.075, 0.09), "pepper": (0.075, 0.09), "pot": (0.105, 0.12), "jug": (0.075, 0.085), "card": (0.085, 0.1),
+}
+FOOTPRINT = {"cup": 1.3, "pot": 1.4, "jug": 1.3, "apple": 1.6, "pepper": 1.6}  # clearance factor on the radius
+TARGET_KINDS: dict[str, tuple[str, ...]] = {
+    "put_in": ("block", "apple", "pepper"), "put_on": ("cup", "apple", "block", "pepper"),
+    "move_left": ("cup", "bowl", "block", "apple", "jug", "pot"), "move_right": ("cup", "bowl", "block", "apple", "jug", "pot"),
+    "push": ("cup", "bowl", "block", "apple", "jug", "pot"), "pick_up": ("cup", "block", "apple", "pepper", "jug"),
+    "open_drawer": ("drawer",), "close_drawer": ("drawer",), "open_door": ("door",), "close_door": ("door",),
+    "lid_off": ("pot",), "lid_on": ("pot",), "stack": ("block",), "flip": ("card",), "cut": ("apple", "pepper"),
+    "pour": ("cup", "bowl"),
+}
+REFERENCE_KIND = {"put_in": "bowl", "put_on": "plate", "stack": "block", "pour": "jug"}
+TABLE_BOX = (0.04, 0.96, 0.47, 0.98)  # x0, x1, y0, y1 where table objects may stand
+
+
+@dataclass
+class Episode:
+    """One action in one scene: frames from start to completion with ground truth.
+
+    frames: RGB uint8 (height, width, 3); frames[0] is the start, frames[-1] the completed action.
+    progress: true progress per frame in [0, 1], non-decreasing, 0 first and 1 last.
+    phrasing: "template" (seen in training), "paraphrase" or "unseen_verb" (test only).
+    states: ground-truth object states per frame (JSON-able dicts); cameras: (num_frames, 4) camera poses
+    (tx, ty, rotation degrees, zoom), identity in the fixed regime.
+    """
+
+    seed: int
+    regime: str
+    split: str
+    size: tuple[int, int]
+    action: str
+    instruction: str
+    phrasing: str
+    target: str
+    target_kind: str
+    target_colour: str
+    reference: str
+    held_out_combo: bool
+    frames: list[np.ndarray]
+    progress: np.ndarray
+    states: list[dict]
+    cameras: np.ndarray
+    start_state: SceneState = field(repr=False)
+    end_state: SceneState = field(repr=False)
+
+    @property
+    def episode_id(self) -> str:
+        return f"{self.split}-{self.regime}-{self.seed:06d}"
+
+    def render(self, state: SceneState, camera: np.ndarray | None = None, size: tuple[int, int] | None = None):
+        """Render any state of this episode's scene (e.g. an alternative end state) at this episode's size."""
+        return render_view(state, size or self.size, camera)
+
+
+# --------------------------------------------------------------------------------------------------- scene building
+def _footprint(o: Obj) -> float:
+    return o.r * FOOTPRINT.get(o.kind, 1.0)
+
+
+def _overlaps(x: float, y: float, rad: float, others: list[Obj], gap: float = 0.025) -> bool:
+    for o in others:
+        if o.kind in ("drawer", "door"):
+            continue
+        d = math.hypot(x - o.x, (y - o.y) / 0.8)
+        if d < rad + _footprint(o) + gap:
+            return True
+    return False
+
+
+def _free_spot(rng: np.random.Generator, rad: float, others: list[Obj], tries: int = 60) -> tuple[float, float] | None:
+    x0, x1, y0, y1 = TABLE_BOX
+    for _ in range(tries):
+        x = rng.uniform(x0 + rad, x1 - rad)
+        y = rng.uniform(y0 + rad * 0.8, y1 - rad * 0.8)
+        if not _overlaps(x, y, rad, others):
+            return x, y
+    return None
+
+
+def _fits_table(x: float, y: float, rad: float) -> bool:
+    x0, x1, y0, y1 = TABLE_BOX
+    return x0 + rad <= x <= x1 - rad and y0 + rad * 0.8 <= y <= y1 - rad * 0.8
+
+
+def _new_obj(rng, name, kind, colour) -> Obj:
+    lo, hi = RADIUS[kind]
+    o = Obj(name=name, kind=kind, colour=colour, x=0.0, y=0.0, r=float(rng.uniform(lo, hi)))
+    if kind == "jug":
+        o.liquid = str(rng.choice(list(LIQUIDS)))
+    if kind in ("cup", "bowl"):
+        o.liquid = "water"
+    return o
+
+
+def _colours_for(kind: str) -> tuple[str, ...]:
+    return KIND_COLOURS.get(kind, tuple(COLOURS))
+
+
+def _fixtures(rng, action: str, target_colour: str | None) -> tuple[list[Obj], tuple[float, float, float, float]]:
+    """Wall cupboard door(s) and the drawer chest; the acted-on fixture gets target_colour."""
+    objs: list[Obj] = []
+    chest_left = rng.random() < 0.5
+    cw = rng.uniform(0.34, 0.44)
+    cx0 = rng.uniform(0.04, 0.12) if chest_left else rng.uniform(0.88 - cw, 0.96 - cw)
+    chest = (cx0, 0.15, cx0 + cw, 0.33)
+    n_drawers = 2 if rng.random() < 0.5 else 1
+    n_doors = 2 if rng.random() < 0.5 else 1
+    for kind, n in (("drawer", n_drawers), ("door", n_doors)):
+        palette = list(COLOURS)
+        if kind in action and target_colour is not None:
+            palette.remove(target_colour)
+            colours = [target_colour] + list(rng.choice(palette, n - 1, replace=False))
+        else:
+            colours = list(rng.choice(palette, n, replace=False))
+        for i, colour in enumerate(colours):
+            if kind == "drawer":
+                half = (cw - 0.04) / (2 * n)
+                x = cx0 + 0.02 + half * (2 * i + 1)
+                o = Obj(f"drawer{i}", "drawer", str(colour), x=x, y=0.26, r=half - 0.01, h=0.09)
+            else:
+                span = (0.5, 0.92) if chest_left else (0.08, 0.5)
+                width = (span[1] - span[0]) / n
+                r = min(0.12, width / 2 - 0.03)
+                x = span[0] + width * (i + 0.5) + rng.uniform(-0.02, 0.02)
+                o = Obj(f"door{i}", "door", str(colour), x=x, y=0.045, r=r, h=0.15, side=float(rng.choice([-1.0, 1.0])))
+            o.open = 1.0 if rng.random() < 0.3 else 0.0
+            objs.append(o)
+    # the acted-on fixture is the first of its kind; shuffle which one that is by permuting positions
+    return objs, chest
+
+
+def _place(rng, obj: Obj, objs: list[Obj]) -> bool:
+    spot = _free_spot(rng, _footprint(obj), objs)
+    if spot is None:
+        return False
+    obj.x, obj.y = spot
+    objs.append(obj)
+    return True
+
+
+def _build_scene(rng, action: str, colour: str, target_kind: str) -> tuple[SceneState, str, str] | None:
+    """A random scene in which `action` can be done to a `colour` `target_kind`; returns (state, target, reference)."""
+    fixture_action = target_kind in ("drawer", "door")
+    fixtures, chest = _fixtures(rng, action, colour if fixture_action else None)
+    objs: list[Obj] = list(fixtures)
+    if fixture_action:
+        target = next(o for o in fixtures if o.kind == target_kind)
+        # randomise which of the fixtures is the target by swapping positions with another of its kind
+        same = [o for o in fixtures if o.kind == target_kind and o is not target]
+        if same and rng.random() < 0.5:
+            other = same[0]
+            target.x, other.x, target.side, other.side = other.x, target.x, other.side, target.side
+    else:
+        target = _new_obj(rng, "target", target_kind, colour)
+        if not _place(rng, target, objs):
+            return None
+    reference = ""
+    ref_kind = REFERENCE_KIND.get(action)
+    if ref_kind:
+        ref_colours = [c for c in _colours_for(ref_kind) if not (ref_kind == target_kind and c == colour)]
+        ref = _new_obj(rng, "reference", ref_kind, str(rng.choice(ref_colours)))
+        if not _place(rng, ref, objs):
+            return None
+        reference = ref.name
+    # distractors: another thing of the target's kind in a different colour (the hard case), then random others
+    n_table = 1 + bool(ref_kind)
+    if not fixture_action and rng.random() < 0.6:
+        others = [c for c in _colours_for(target_kind) if c != colour]
+        if ref_kind == target_kind:
+            others = [c for c in others if c != objs[-1].colour]
+        if others:
+            d = _new_obj(rng, "distractor0", target_kind, str(rng.choice(others)))
+            n_table += _place(rng, d, objs)
+    if ref_kind and ref_kind != target_kind and rng.random() < 0.3:
+        ref_obj = objs[-1] if objs[-1].name == "reference" else next(o for o in objs if o.name == "reference")
+        others = [c for c in _colours_for(ref_kind) if c != ref_obj.colour]
+        d = _new_obj(rng, "distractor1", ref_kind, str(rng.choice(others)))
+        n_table += _place(rng, d, objs)
+    extra_kinds = ("cup", "bowl", "plate", "block", "apple", "pot", "jug", "card")
+    for i in range(int(rng.integers(0, 3))):
+        if n_table >= 4:
+            break
+        kind = str(rng.choice(extra_kinds))
+        d = _new_obj(rng, f"other{i}", kind, str(rng.choice(_colours_for(kind))))
+        if kind == "card":
+            d.flip = float(rng.random() < 0.5)
+        if kind == "pot" and rng.random() < 0.3:
+            _set_lid_off(rng, d, objs)
+        n_table += _place(rng, d, objs)
+    table_rgb = tuple(int(c) for c in np.clip(np.array(TABLE_RGB) + rng.integers(-10, 11, 3), 0, 255))
+    wall_rgb = tuple(int(c) for c in np.clip(np.array(WALL_RGB) + rng.integers(-10, 11, 3), 0, 255))
+    state = SceneState(objects=objs, table_rgb=table_rgb, wall_rgb=wall_rgb, chest=chest)
+    return state, target.name, reference
+
+
+def _set_lid_off(rng, pot: Obj, others: list[Obj]) -> None:
+    side = float(rng.choice([-1.0, 1.0]))
+    pot.lid, pot.lid_dx, pot.lid_dy = 0.0, side * pot.r * 2.3, 0.02
+
+
+# ----------------------------------------------------------------------------------------------------------- actions
+Keyframes = list[tuple[float, SceneState]]
+
+
+def _others(state: SceneState, *names: str) -> list[Obj]:
+    return [o for o in state.objects if o.name not in names]
+
+
+def plan_action(state: SceneState, action: str, target: str, reference: str, rng: np.random.Generator) -> Keyframes | None:
+    """Keyframes (progress, state) of doing `action` to `target` (with `reference`), or None if it cannot be done."""
+    t = state.get(target)
+    ref = state.get(reference) if reference else None
+    start = state.copy()
+    if action in ("move_left", "move_right", "push"):
+        for _ in range(10):
+            if action == "push":
+                dx, dy = rng.uniform(-0.03, 0.03), -rng.uniform(0.13, 0.18)
+            else:
+                dx, dy = (-1 if action == "move_left" else 1) * rng.uniform(0.2, 0.3), rng.uniform(-0.02, 0.02)
+            x, y = t.x + dx, t.y + dy
+            if _fits_table(x, y, _footprint(t)) and not _overlaps(x, y, _footprint(t), _others(state, target)):
+                mid = state.replace(target, x=t.x + dx / 2, y=t.y + dy / 2, lift=0.08)
+                return [(0.0, start), (0.5, mid), (1.0, state.replace(target, x=x, y=y))]
+        return None
+    if action == "pick_up":
+        x, y = 0.5 + rng.uniform(-0.12, 0.12), 0.78
+        return [(0.0, start), (1.0, state.replace(target, x=x, y=y, lift=1.0, hand=1.0))]
+    if action in ("put_in", "put_on", "stack"):
+        if t.kind == "pot" or t.lift > 0 or ref.lift > 0:
+            return None
+        dy = -ref.r * 0.55 if action == "stack" else 0.0
+        x, y = ref.x, ref.y + dy
+        z = ref.z + 1
+        mid = state.replace(target, x=(t.x + x) / 2, y=(t.y + y) / 2 - 0.05, lift=0.35, z=z)
+        return [(0.0, start), (0.5, mid), (1.0, state.replace(target, x=x, y=y, z=z))]
+    if action in ("open_drawer", "open_door", "close_drawer", "close_door"):
+        want = 1.0 if action.startswith("open") else 0.0
+        if t.open == want:
+            return None
+        return [(0.0, start), (1.0, state.replace(target, open=want))]
+    if action in ("lid_off", "lid_on"):
+        if t.kind != "pot":
+            return None
+        if action == "lid_off":
+            if t.lid < 1:
+                return None
+            for side in ((1.0, -1.0) if rng.random() < 0.5 else (-1.0, 1.0)):
+                dx, dy = side * t.r * 2.3, 0.02
+                lid_x, lid_y = t.x + dx, t.y + dy
+                if _fits_table(lid_x, lid_y, t.r * 0.9) and not _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+                    return [(0.0, state.replace(target, lid_dx=dx, lid_dy=dy)), (1.0, state.replace(target, lid=0.0, lid_dx=dx, lid_dy=dy))]
+            return None
+        if t.lid > 0:
+            return None
+        return [(0.0, start), (1.0, state.replace(target, lid=1.0))]
+    if action == "flip":
+        if t.kind != "card":
+            return None
+        lifted = state.replace(target, lift=0.2, flip=t.flip + 0.5)
+        return [(0.0, start), (0.5, lifted), (1.0, state.replace(target, flip=1.0 - t.flip))]
+    if action == "cut":
+        if t.kind not in ("apple", "pepper") or t.cut > 0:
+            return None
+        return [(0.0, start), (0.5, start.copy()), (0.51, state.replace(target, cut=1.0, spread=0.0)),
+                (1.0, state.replace(target, cut=1.0, spread=1.0))]
+    if action == "pour":
+        jug = ref
+        if jug is None or jug.kind != "jug" or t.kind not in ("cup", "bowl") or t.fill > 0:
+            return None
+        order = (1.0, -1.0) if rng.random() < 0.5 else (-1.0, 1.0)
+        for side in order:
+            x = t.x + side * (t.r + jug.r * 1.4)
+            y = t.y - 0.03
+            if not (_fits_table(x, y, jug.r) and not _overlaps(x, y, jug.r * 1.1, _others(state, jug.name, target))):
+                continue
+            tilt = -side * 75.0
+            s1 = state.replace(jug.name, x=x, y=y, lift=0.25)
+            s2 = s1.replace(jug.name, tilt=tilt).replace(target, liquid=jug.liquid, fill=0.15)
+            s3 = s2.replace(target, fill=1.0)
+            s4 = s3.replace(jug.name, tilt=0.0, lift=0.0)
+            start = state.replace(target, liquid=jug.liquid)
+            return [(0.0, start), (0.4, s1.replace(target, liquid=jug.liquid)), (0.55, s2), (0.85, s3), (1.0, s4)]
+        return None
+    raise ValueError(f"unknown action {action!r}; expected one of {ACTION_TYPES}")
+
+
+def state_at(keyframes: Keyframes, s: float) -> SceneState:
+    """Interpolate keyframes at progress s."""
+    for (s0, a), (s1, b) in zip(keyframes[:-1], keyframes[1:]):
+        if s <= s1:
+            return interpolate_states(a, b, (s - s0) / max(s1 - s0, 1e-9))
+    return keyframes[-1][1].copy()
+
+
+def grip_point(state: SceneState, action: str, target: str, reference: str) -> tuple[float, float]:
+    """Where the hand is while doing the action."""
+    t = state.get(target)
+    if action in ("open_drawer", "close_drawer"):
+        return t.x, t.y + 0.14 * t.open + 0.02
+    if action in ("open_door", "close_door"):
+        width = 2 * t.r * math.cos(t.open * math.radians(70))
+        return (t.x + t.r if t.side > 0 else t.x - t.r) - t.side * width, t.y + 0.05
+    if action in ("lid_off", "lid_on"):
+        return t.x + (1 - t.lid) * t.lid_dx, t.y + (1 - t.lid) * t.lid_dy
+    if action == "pour":
+        j = state.get(reference)
+        return j.x, j.y + 0.03
+    if action == "pick_up":
+        return t.x, t.y + t.r * (0.6 + 0.9 * t.lift)
+    return t.x, t.y + 0.02
+
+
+# ------------------------------------------------------------------------------------------------------ instructions
+def _refer(rng, state: SceneState, name: str, force_colour: bool = False) -> str:
+    o = state.get(name)
+    same_kind = [p for p in state.objects if p.kind == o.kind and p.name != name]
+    noun = str(rng.choice(NOUNS[o.kind]))
+    if same_kind or force_colour or rng.random() < 0.6:
+        return f"{o.colour} {noun}"
+    return noun
+
+
+def make_instruction(rng, state: SceneState, action: str, target: str, reference: str, phrasing: str) -> str:
+    pattern = str(rng.choice(PHRASINGS[action][phrasing]))
+    fields = {"x": _refer(rng, state, target)}
+    if action == "pour":
+        jug = state.get(reference)
+        fields["liquid"] = jug.liquid
+        fields["y"] = fields["x"]
+    elif reference:
+        fields["y"] = _refer(rng, state, reference)
+    return pattern.format(**fields)
+
+
+# ---------------------------------------------------------------------------------------------------------- episodes
+def _smoothstep(u: float) -> float:
+    u = min(max(u, 0.0), 1.0)
+    return u * u * (3 - 2 * u)
+
+
+def _camera_path(rng, regime: str, n: int) -> np.ndarray:
+    """(n, 4) camera poses (tx, ty, rot, zoom): identity when fixed; a smooth drift plus jitter for a head camera."""
+    cams = np.zeros((n, 4))
+    cams[:, 3] = 1.0
+    if regime == "fixed":
+        return cams
+    start = np.array([rng.normal(0, 0.025), rng.normal(0, 0.02), rng.normal(0, 2.0), 1 + rng.normal(0, 0.02)])
+    sign = lambda: float(rng.choice([-1.0, 1.0]))  # noqa: E731
+    drift = np.array([sign() * rng.uniform(0.04, 0.08), sign() * rng.uniform(0.02, 0.05),
+                      sign() * rng.uniform(2.0, 5.0), sign() * rng.uniform(0.03, 0.07)])
+    jitter = rng.normal(0, 1, (n, 4)) * np.array([0.006, 0.006, 0.5, 0.006])
+    for i in range(n):
+        u = i / (n - 1)
+        cams[i] = start + drift * _smoothstep(u) + jitter[i]
+    return cams
+
+
+def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), stream]))
+
+
+def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train", size: tuple[int, int] = (64, 64),
+                     num_frames: int = 16) -> Episode:
+    """One episode of the world, deterministic by its arguments (see the module docstring for the split)."""
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be at least 2 (start and end), got {num_frames}")
+    if len(size) != 2 or min(size) < 8:
+        raise ValueError(f"size must be (width, height) of at least 8 pixels, got {size!r}")
+    seed = int(seed)
+    rng = _rng(seed, split, 0)
+    action = str(rng.choice(ACTION_TYPES))
+    held_out = split == "test" and rng.random() < 0.5
+    phrasing = "template" if split == "train" else str(rng.choice(PHRASING_KINDS))
+    built = None
+    for _ in range(100):
+        kinds = list(TARGET_KINDS[action])
+        if held_out:
+            kinds = [k for k in kinds if HELD_OUT_COMBOS[action] in _colours_for(k)]
+            kind = str(rng.choice(kinds))
+            colour = HELD_OUT_COMBOS[action]
+        else:
+            kind = str(rng.choice(kinds))
+            colour = str(rng.choice([c for c in _colours_for(kind) if c != HELD_OUT_COMBOS[action]]))
+        built = _build_scene(rng, action, colour, kind)
+        if built is None:
+            continue
+        state, target, reference = built
+        t = state.get(target)
+        # put the acted-on thing into the state the action needs
+        if action in ("open_drawer", "open_door"):
+            state = state.replace(target, open=0.0)
+        elif action in ("close_drawer", "close_door"):
+            state = state.replace(target, open=1.0)
+        elif action == "lid_on":
+            _set_lid_off(rng, t, [])
+            lid_x, lid_y = t.x + t.lid_dx, t.y + t.lid_dy
+            if not _fits_table(lid_x, lid_y, t.r * 0.9) or _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+                t.lid_dx = -t.lid_dx
+                lid_x = t.x + t.lid_dx
+                if not _fits_table(lid_x, lid_y, t.r * 0.9) or _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+                    continue
+        elif action == "flip":
+            t.flip = float(rng.random() < 0.5)
+        keyframes = plan_action(state, action, target, reference, rng)
+        if keyframes is not None:
+            break
+    else:
+        raise RuntimeError(f"could not build a scene for {action} (seed {seed}); this is a bug in the world")
+
+    instruction = make_instruction(rng, state, action, target, reference, phrasing)
+    cams = _camera_path(_rng(seed, split, 1 + REGIMES.index(regime)), regime, num_frames)
+    frames, states, progress = [], [], []
+    for i in range(num_frames):
+        u = i / (num_frames - 1)
+        s = _smoothstep((u - 0.2) / 0.65)
+        st = state_at(keyframes, s)
+        gx, gy = grip_point(st, action, target, reference)
+        rest = (0.25 + 0.5 * gx, 1.2)
+        approach, retreat = _smoothstep(u / 0.2), _smoothstep((u - 0.85) / 0.15)
+        if action == "pick_up":
+            retreat = 0.0
+        if retreat > 0:
+            hx, hy = gx + (rest[0] - gx) * retreat, gy + (rest[1] - gy) * retreat
+        else:
+            hx, hy = rest[0] + (gx - rest[0]) * approach, rest[1] + (gy - rest[1]) * approach
+        st.hand_x, st.hand_y = hx, hy
+        st.hand_visible = 1.0 if (0 < i < num_frames - 1 or (action == "pick_up" and i == num_frames - 1)) else 0.0
+        frames.append(render_view(st, size, cams[i]))
+        states.append(st.describe())
+        progress.append(s)
+        if i == 0:
+            start_state = st
+        end_state = st
+    t = start_state.get(target)
+    return Episode(
+        seed=seed, regime=regime, split=split, size=(int(size[0]), int(size[1])), action=action,
+        instruction=instruction, phrasing=phrasing, target=target, target_kind=t.kind, target_colour=t.colour,
+        reference=reference, held_out_combo=held_out, frames=frames, progress=np.asarray(progress, np.float64),
+        states=states, cameras=cams, start_state=start_state, end_state=end_state,
+    )
