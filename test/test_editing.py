@@ -156,3 +156,14 @@ def test_default_model_loads_through_the_same_path(monkeypatch, tmp_path):
     assert predictor.components.model_path == path.resolve()
     result = predictor.predict(frame(60, 80), "put the cup in the bowl", steps=2)
     assert result.image.shape == (60, 80, 3)
+
+
+def test_sd15_layout_with_clip_text_encoder_loads_and_predicts(tmp_path):
+    """The public SD-1.5 InstructPix2Pix checkpoint uses CLIPTextModel + CLIPTokenizer; same code path."""
+    model = make_tiny_model(tmp_path / "clip_model", text_encoder="clip")
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
+    predictor = GoalPredictor.from_pretrained(str(model), device="cpu")
+    a = predictor.predict(frame(), "put the lid on the pot", steps=2, seed=4)
+    b = predictor.predict(frame(), "put the lid on the pot", steps=2, seed=4)
+    assert a.image.shape == (48, 64, 3) and np.array_equal(a.image, b.image)
