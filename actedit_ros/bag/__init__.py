@@ -1,0 +1,43 @@
+"""rosbag2 tools without ROS: read/write bags with rosbags, episodes of a bag, and offline replay evaluation.
+
+`actedit_ros.bag.eval_bag` is the `actedit-eval-bag` command; the live tools that need rclpy
+(`actedit-play-bag`, `actedit-record-bag`) live in `actedit_ros.ros`.
+"""
+from actedit_ros.bag.episodes import BagEpisode, EpisodeError, episodes_from_instructions, load_episode_file
+from actedit_ros.bag.io import (
+    COMPRESSED_IMAGE_TYPE,
+    IMAGE_TYPE,
+    IMAGE_TYPES,
+    STRING_TYPE,
+    BagError,
+    BagFrame,
+    BagMessage,
+    BagReader,
+    BagWriter,
+    SkippedMessage,
+    compressed_image_message,
+    get_bag_typestore,
+    image_message,
+    string_message,
+)
+
+__all__ = [
+    "COMPRESSED_IMAGE_TYPE",
+    "IMAGE_TYPE",
+    "IMAGE_TYPES",
+    "STRING_TYPE",
+    "BagEpisode",
+    "BagError",
+    "BagFrame",
+    "BagMessage",
+    "BagReader",
+    "BagWriter",
+    "EpisodeError",
+    "SkippedMessage",
+    "compressed_image_message",
+    "episodes_from_instructions",
+    "get_bag_typestore",
+    "image_message",
+    "load_episode_file",
+    "string_message",
+]

@@ -1,0 +1,449 @@
+"""Read and write rosbag2 bags (sqlite3 and mcap storage) with `rosbags`: no ROS install needed.
+
+Everything here is plain Python. Bad bags raise `BagError` with a message that names what is wrong; messages
+that cannot be decoded are yielded as `SkippedMessage` (with the reason) so callers can count them and go on.
+
+Times are integers in nanoseconds. A message has two times: its *log time* (when the recorder received it; what
+`ros2 bag` orders and filters by) and, for messages with a header, its *stamp* (when the sensor captured it).
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
+from rosbags.typesys.store import Typestore
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+STRING_TYPE = "std_msgs/msg/String"
+SUPPORTED_STORAGE = ("mcap", "sqlite3")
+STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
+ROS_TYPESTORE = Stores.ROS2_KILTED
+ACTEDIT_MSG_NAMES = ("GoalImage", "Progress")
+
+
+class BagError(Exception):
+    """A bag that cannot be read or written; the message says which bag and what is wrong."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Type store: the ROS 2 Kilted message types plus this package's own messages (parsed from msg/*.msg).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def find_actedit_msg_dir() -> Path | None:
+    """The folder holding this package's .msg files: the source checkout's msg/, else an ament install's share."""
+    candidates = []
+    if root := os.environ.get("ACTEDIT_ROOT"):
+        candidates.append(Path(root) / "msg")
+    candidates.append(Path(__file__).resolve().parents[2] / "msg")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "actedit_ros" / "msg")
+    for folder in candidates:
+        if all((folder / f"{name}.msg").is_file() for name in ACTEDIT_MSG_NAMES):
+            return folder
+    return None
+
+
+@lru_cache(maxsize=1)
+def get_bag_typestore() -> Typestore:
+    """A rosbags typestore with the ROS 2 Kilted types and `actedit_ros/msg/*` (when their .msg files are found)."""
+    typestore = get_typestore(ROS_TYPESTORE)
+    msg_dir = find_actedit_msg_dir()
+    if msg_dir is not None:
+        types = {}
+        for name in ACTEDIT_MSG_NAMES:
+            types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(), f"actedit_ros/msg/{name}"))
+        typestore.register(types)
+    return typestore
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    """One topic of a bag: its name, message type and number of messages."""
+
+    name: str
+    msgtype: str
+    count: int
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One raw (CDR-serialized) message as stored in the bag."""
+
+    topic: str
+    msgtype: str
+    log_ns: int
+    rawdata: bytes
+
+
+@dataclass
+class BagFrame:
+    """One decoded camera frame."""
+
+    topic: str
+    log_ns: int
+    stamp_ns: int
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+@dataclass
+class SkippedMessage:
+    """A message that was read but could not be decoded; `reason` says why."""
+
+    topic: str
+    log_ns: int
+    reason: str
+
+
+def _format_topics(topics: Iterable[TopicSummary]) -> str:
+    listed = [f"{t.name} ({t.msgtype}, {t.count} messages)" for t in topics]
+    return ", ".join(listed) if listed else "none"
+
+
+def _read_metadata(path: Path) -> dict:
+    """The `rosbag2_bagfile_information` mapping of a bag directory, checked for the storage identifier."""
+    meta_path = path / "metadata.yaml"
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BagError(f"cannot read bag metadata {meta_path}: {exc}") from None
+    info = meta.get("rosbag2_bagfile_information") if isinstance(meta, dict) else None
+    if not isinstance(info, dict):
+        raise BagError(f"{meta_path} is not rosbag2 metadata: it has no 'rosbag2_bagfile_information' mapping")
+    storage = info.get("storage_identifier")
+    files = [str(f) for f in info.get("relative_file_paths") or []]
+    if storage is None or str(storage).strip() == "":
+        guesses = sorted({STORAGE_SUFFIXES[Path(f).suffix] for f in files if Path(f).suffix in STORAGE_SUFFIXES})
+        hint = f" (its storage file {files[0]!r} suggests {guesses[0]!r})" if len(guesses) == 1 and files else ""
+        raise BagError(
+            f"{meta_path} has an empty storage_identifier; it must name the storage plugin, "
+            f"one of {', '.join(SUPPORTED_STORAGE)}{hint}"
+        )
+    if storage not in SUPPORTED_STORAGE:
+        raise BagError(
+            f"{meta_path} names storage plugin {storage!r}, which is not supported; "
+            f"bags must use one of: {', '.join(SUPPORTED_STORAGE)}"
+        )
+    return info
+
+
+def _explain_reader_error(path: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "end magic" in text or "Invalid MCAP footer" in text:
+        return (f"bag {path} is truncated: its MCAP file has no valid footer, so the recording was cut off "
+                f"before it was closed ({text})")
+    if "seems to be empty" in text:
+        return f"bag {path} is truncated: its storage file is empty ({text})"
+    if "malformed" in text or "missing tables" in text or "not a database" in text:
+        return f"bag {path} is truncated or corrupt: its sqlite3 database cannot be read ({text})"
+    if "magic is invalid" in text:
+        return f"bag {path} is not a valid MCAP file ({text})"
+    return f"cannot read bag {path}: {text}"
+
+
+class BagReader:
+    """A rosbag2 bag opened for reading: a directory with metadata.yaml, or a single .mcap / .db3 storage file.
+
+    A directory without metadata.yaml but with exactly one storage file (an interrupted recording) is read from
+    that file; `notes` says so. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.notes: list[str] = []
+        self.storage = self._check_path()
+        self._reader: Reader | None = None
+        self.typestore = get_bag_typestore()
+
+    def _check_path(self) -> str:
+        path = self.path
+        if not path.exists():
+            raise BagError(f"bag not found: {path} does not exist")
+        if path.is_file():
+            if path.name == "metadata.yaml":
+                self.path = path.parent
+                return self._check_path()
+            if path.suffix not in STORAGE_SUFFIXES:
+                raise BagError(f"{path} is not a rosbag2 bag: expected a bag directory (with metadata.yaml) "
+                               f"or a storage file ending in {', '.join(STORAGE_SUFFIXES)}")
+            return STORAGE_SUFFIXES[path.suffix]
+        if (path / "metadata.yaml").is_file():
+            return str(_read_metadata(path)["storage_identifier"])
+        storage_files = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+        if len(storage_files) == 1:
+            self.notes.append(f"{path} has no metadata.yaml; read its storage file {storage_files[0].name} directly")
+            self.path = storage_files[0]
+            return STORAGE_SUFFIXES[storage_files[0].suffix]
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise BagError(f"{path} is not a rosbag2 bag directory: it has no metadata.yaml (it holds: {found})")
+
+    # -- lifetime -------------------------------------------------------------------------------------------------
+    def open(self) -> "BagReader":
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except (ReaderError, OSError, sqlite3.Error, struct.error, KeyError, ValueError, TypeError) as exc:
+            raise BagError(_explain_reader_error(self.path, exc)) from None
+        self._reader = reader
+        return self
+
+    def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
+
+    def __enter__(self) -> "BagReader":
+        return self.open()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            raise BagError(f"bag {self.path} is not open")
+        return self._reader
+
+    # -- contents -------------------------------------------------------------------------------------------------
+    @property
+    def start_ns(self) -> int:
+        """Log time of the first message (0 for an empty bag)."""
+        return self.reader.start_time if self.reader.message_count else 0
+
+    @property
+    def end_ns(self) -> int:
+        """Log time just after the last message (0 for an empty bag)."""
+        return self.reader.end_time if self.reader.message_count else 0
+
+    @property
+    def topics(self) -> dict[str, TopicSummary]:
+        return {
+            name: TopicSummary(name, info.msgtype or "mixed types", info.msgcount)
+            for name, info in self.reader.topics.items()
+        }
+
+    def topics_of_type(self, msgtypes: Iterable[str]) -> list[str]:
+        wanted = set(msgtypes)
+        return sorted(t.name for t in self.topics.values() if t.msgtype in wanted)
+
+    def describe_topics(self) -> str:
+        return _format_topics(self.topics.values())
+
+    def image_topic(self, requested: str | None = None) -> str:
+        """The camera topic: `requested` (checked), else the bag's only Image/CompressedImage topic."""
+        topics = self.topics
+        if requested:
+            if requested not in topics:
+                raise BagError(f"topic {requested!r} is not in bag {self.path}; its topics: {self.describe_topics()}")
+            if topics[requested].msgtype not in IMAGE_TYPES:
+                raise BagError(f"topic {requested!r} in bag {self.path} has type {topics[requested].msgtype}, "
+                               f"not {' or '.join(IMAGE_TYPES)}")
+            return requested
+        image_topics = self.topics_of_type(IMAGE_TYPES)
+        if not image_topics:
+            raise BagError(f"bag {self.path} has no image topic ({' or '.join(IMAGE_TYPES)}); "
+                           f"its topics: {self.describe_topics()}")
+        if len(image_topics) > 1:
+            raise BagError(f"bag {self.path} has {len(image_topics)} image topics ({', '.join(image_topics)}); "
+                           f"choose one with the camera topic option")
+        return image_topics[0]
+
+    def string_topic(self, requested: str | None = None) -> str | None:
+        """An instruction topic: `requested` (checked), else the bag's only std_msgs/String topic, else None."""
+        topics = self.topics
+        if requested:
+            if requested not in topics:
+                raise BagError(f"topic {requested!r} is not in bag {self.path}; its topics: {self.describe_topics()}")
+            if topics[requested].msgtype != STRING_TYPE:
+                raise BagError(f"topic {requested!r} in bag {self.path} has type {topics[requested].msgtype}, "
+                               f"not {STRING_TYPE}")
+            return requested
+        found = self.topics_of_type([STRING_TYPE])
+        return found[0] if len(found) == 1 else None
+
+    def messages(self, topics: Iterable[str] = (), start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[BagMessage]:
+        """Raw messages of `topics` (all when empty) with start_ns <= log time < stop_ns, in log-time order.
+
+        Storage errors in the middle of the bag (a corrupt file) raise `BagError`; messages already yielded stay valid.
+        """
+        wanted = set(topics)
+        missing = wanted - set(self.topics)
+        if missing:
+            raise BagError(f"topics {sorted(missing)} are not in bag {self.path}; its topics: {self.describe_topics()}")
+        connections = [c for c in self.reader.connections if not wanted or c.topic in wanted]
+        count = 0
+        try:
+            for connection, log_ns, rawdata in self.reader.messages(connections, start=start_ns, stop=stop_ns):
+                count += 1
+                yield BagMessage(connection.topic, connection.msgtype, log_ns, bytes(rawdata))
+        except (ReaderError, OSError, sqlite3.Error, struct.error, ValueError, EOFError) as exc:
+            raise BagError(f"bag {self.path} is corrupt: reading stopped after {count} messages ({exc})") from None
+
+    def deserialize(self, message: BagMessage) -> object:
+        """The message as a rosbags dataclass; raises `BagError` when its bytes do not decode."""
+        try:
+            return self.typestore.deserialize_cdr(message.rawdata, message.msgtype)
+        except TypesysError as exc:
+            raise BagError(f"message type {message.msgtype} of topic {message.topic} is unknown: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - corrupt bytes raise anything from struct/numpy/index errors
+            raise BagError(f"{message.msgtype} bytes do not decode ({type(exc).__name__}: {exc})") from None
+
+    def frames(self, topic: str, start_ns: int | None = None,
+               stop_ns: int | None = None) -> Iterator[BagFrame | SkippedMessage]:
+        """Decoded RGB frames of an Image/CompressedImage topic; undecodable messages come as `SkippedMessage`."""
+        for message in self.messages([topic], start_ns, stop_ns):
+            try:
+                msg = self.deserialize(message)
+                rgb = image_message_to_rgb(msg, message.msgtype)
+            except (BagError, ValueError) as exc:
+                yield SkippedMessage(topic, message.log_ns, str(exc))
+                continue
+            yield BagFrame(topic, message.log_ns, stamp_to_ns(msg.header.stamp), rgb)
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def image_message_to_rgb(msg, msgtype: str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from a deserialized Image or CompressedImage (conversion in actedit_ros.image_conversion).
+
+    Raises `ValueError` (ImageConversionError is one) when the data does not match its header or cannot be decoded.
+    """
+    from actedit_ros.image_conversion import compressed_to_rgb, image_to_rgb
+
+    if msgtype == IMAGE_TYPE:
+        return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    if msgtype == COMPRESSED_IMAGE_TYPE:
+        return compressed_to_rgb(msg.format, msg.data)
+    raise ValueError(f"{msgtype} is not an image message type ({' or '.join(IMAGE_TYPES)})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_qos(reliable: bool = True, transient_local: bool = False, depth: int = 10) -> Qos:
+    """A rosbags QoS profile record, as stored in a bag's offered_qos_profiles."""
+    never = QosTime(sec=0x7FFFFFFF, nsec=0xFFFFFFFF)
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=depth,
+        reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
+        durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+        deadline=never,
+        lifespan=never,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=never,
+        avoid_ros_namespace_conventions=False,
+    )
+
+
+class BagWriter:
+    """A new rosbag2 bag (mcap by default). Use as a context manager; metadata.yaml is written on close."""
+
+    def __init__(self, path: str | os.PathLike, storage: str = "mcap", typestore: Typestore | None = None):
+        if storage not in SUPPORTED_STORAGE:
+            raise BagError(f"storage {storage!r} is not supported; use one of {', '.join(SUPPORTED_STORAGE)}")
+        self.path = Path(path)
+        self.storage = storage
+        self.typestore = typestore or get_bag_typestore()
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        try:
+            self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        except WriterError as exc:
+            raise BagError(f"cannot create bag {self.path}: {exc}") from None
+        self._connections: dict[str, object] = {}
+        self.counts: dict[str, int] = {}
+
+    def open(self) -> "BagWriter":
+        try:
+            self._writer.open()
+        except (WriterError, OSError) as exc:
+            raise BagError(f"cannot create bag {self.path}: {exc}") from None
+        return self
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self.open()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def add_topic(self, topic: str, msgtype: str, qos: Qos | None = None) -> None:
+        """Declare a topic; its message definition comes from the typestore."""
+        if topic in self._connections:
+            raise BagError(f"topic {topic!r} was already added to bag {self.path}")
+        if msgtype not in self.typestore.fielddefs:
+            raise BagError(f"cannot record {topic!r}: message type {msgtype} is unknown to the rosbags typestore")
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=self.typestore, offered_qos_profiles=[qos] if qos else ()
+        )
+        self.counts[topic] = 0
+
+    def write_raw(self, topic: str, log_ns: int, rawdata: bytes | memoryview) -> None:
+        """Append an already CDR-serialized message."""
+        self._writer.write(self._connections[topic], int(log_ns), rawdata)
+        self.counts[topic] += 1
+
+    def write(self, topic: str, log_ns: int, msg: object) -> None:
+        """Serialize a rosbags message dataclass and append it."""
+        connection = self._connections[topic]
+        self.write_raw(topic, log_ns, self.typestore.serialize_cdr(msg, connection.msgtype))
+
+
+# -- message builders (rosbags dataclasses) -----------------------------------------------------------------------
+
+
+def header_message(stamp_ns: int, frame_id: str = "camera", typestore: Typestore | None = None):
+    ts = typestore or get_bag_typestore()
+    time = ts.types["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
+                                                 nanosec=int(stamp_ns % 1_000_000_000))
+    return ts.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+
+def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8",
+                  typestore: Typestore | None = None):
+    """sensor_msgs/Image from an RGB uint8 array, fields from actedit_ros.image_conversion.rgb_to_image_fields."""
+    from actedit_ros.image_conversion import rgb_to_image_fields
+
+    ts = typestore or get_bag_typestore()
+    fields = dict(rgb_to_image_fields(rgb, encoding=encoding))
+    fields["data"] = np.frombuffer(bytes(fields["data"]), dtype=np.uint8)
+    return ts.types[IMAGE_TYPE](header=header_message(stamp_ns, frame_id, ts), **fields)
+
+
+def compressed_image_message(data: bytes, image_format: str, stamp_ns: int, frame_id: str = "camera",
+                             typestore: Typestore | None = None):
+    """sensor_msgs/CompressedImage from already encoded bytes (e.g. cv2.imencode output) and its format string."""
+    ts = typestore or get_bag_typestore()
+    return ts.types[COMPRESSED_IMAGE_TYPE](header=header_message(stamp_ns, frame_id, ts), format=image_format,
+                                           data=np.frombuffer(bytes(data), dtype=np.uint8))
+
+
+def string_message(text: str, typestore: Typestore | None = None):
+    ts = typestore or get_bag_typestore()
+    return ts.types[STRING_TYPE](data=text)
