@@ -484,6 +484,46 @@ def _camera_path(rng, regime: str, n: int) -> np.ndarray:
     return cams
 
 
+def _with_hand(state: SceneState, action: str, target: str, reference: str, u: float) -> SceneState:
+    """Place the hand for time u in [0, 1] of the action: it comes in, does the action and leaves again
+    (after pick_up it keeps holding the thing); absent in the first and last frames otherwise."""
+    gx, gy = grip_point(state, action, target, reference)
+    rest = (0.25 + 0.5 * gx, 1.2)
+    approach, retreat = _smoothstep(u / 0.2), _smoothstep((u - 0.85) / 0.15)
+    if action == "pick_up":
+        retreat = 0.0
+    if retreat > 0:
+        hx, hy = gx + (rest[0] - gx) * retreat, gy + (rest[1] - gy) * retreat
+    else:
+        hx, hy = rest[0] + (gx - rest[0]) * approach, rest[1] + (gy - rest[1]) * approach
+    state.hand_x, state.hand_y = hx, hy
+    state.hand_visible = 1.0 if (0 < u < 1 or (action == "pick_up" and u >= 1)) else 0.0
+    return state
+
+
+def end_state_of(start: SceneState, action: str, target: str, reference: str = "", seed: int = 0) -> SceneState | None:
+    """The scene once `action` is done to `target` (None if it cannot be done there), hand placed as in a last frame."""
+    keyframes = plan_action(start, action, target, reference, np.random.default_rng(seed))
+    if keyframes is None:
+        return None
+    return _with_hand(keyframes[-1][1].copy(), action, target, reference, 1.0)
+
+
+def possible_actions(start: SceneState) -> list[tuple[str, str, str]]:
+    """Every (action, target, reference) that can be done in a scene - the alternatives a readout compares against."""
+    out = []
+    for action in ACTION_TYPES:
+        ref_kind = REFERENCE_KIND.get(action)
+        for t in start.objects:
+            if t.kind not in TARGET_KINDS[action]:
+                continue
+            refs = [o.name for o in start.objects if o.kind == ref_kind and o.name != t.name] if ref_kind else [""]
+            for ref in refs:
+                if end_state_of(start, action, t.name, ref) is not None:
+                    out.append((action, t.name, ref))
+    return out
+
+
 def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), stream]))
 
@@ -546,18 +586,7 @@ def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train",
     for i in range(num_frames):
         u = i / (num_frames - 1)
         s = _smoothstep((u - 0.2) / 0.65)
-        st = state_at(keyframes, s)
-        gx, gy = grip_point(st, action, target, reference)
-        rest = (0.25 + 0.5 * gx, 1.2)
-        approach, retreat = _smoothstep(u / 0.2), _smoothstep((u - 0.85) / 0.15)
-        if action == "pick_up":
-            retreat = 0.0
-        if retreat > 0:
-            hx, hy = gx + (rest[0] - gx) * retreat, gy + (rest[1] - gy) * retreat
-        else:
-            hx, hy = rest[0] + (gx - rest[0]) * approach, rest[1] + (gy - rest[1]) * approach
-        st.hand_x, st.hand_y = hx, hy
-        st.hand_visible = 1.0 if (0 < i < num_frames - 1 or (action == "pick_up" and i == num_frames - 1)) else 0.0
+        st = _with_hand(state_at(keyframes, s), action, target, reference, u)
         frames.append(render_view(st, size, cams[i]))
         states.append(st.describe())
         progress.append(s)

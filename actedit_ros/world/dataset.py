@@ -1,0 +1,106 @@
+"""Write world episodes as an edit-pair dataset folder (the format `actedit-train` reads).
+
+Each episode gives one pair: its start frame (input), its last frame (edited) and its instruction. The folder holds
+`index.jsonl` (one JSON object per pair: id, input_image, edited_image, instruction, video, split, plus the world's
+ground truth: action, regime, phrasing, seed, target_kind, target_colour, held_out_combo) and `images/*.png`.
+Train and test pairs come from different episode seed streams, so no episode is on both sides.
+
+    python -m actedit_ros.world.dataset --out data/world64 --train 20000 --test 500 --size 64 64
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from .episode import REGIMES, SPLITS, Episode, generate_episode
+
+
+def episode_record(ep: Episode, input_image: str, edited_image: str) -> dict:
+    """The index.jsonl line of one episode's (start, end) pair."""
+    return {
+        "id": ep.episode_id, "input_image": input_image, "edited_image": edited_image,
+        "instruction": ep.instruction, "video": ep.episode_id, "split": ep.split,
+        "action": ep.action, "regime": ep.regime, "phrasing": ep.phrasing, "seed": ep.seed,
+        "target_kind": ep.target_kind, "target_colour": ep.target_colour, "held_out_combo": ep.held_out_combo,
+    }
+
+
+def episode_plan(num_train: int, num_test: int, regimes: tuple[str, ...] = REGIMES, first_seed: int = 0):
+    """(split, seed, regime) of every episode in a dataset: seeds count up per split, regimes alternate."""
+    for split, count in (("train", num_train), ("test", num_test)):
+        for i in range(count):
+            yield split, first_seed + i, regimes[i % len(regimes)]
+
+
+def write_dataset(out_dir: str | Path, num_train: int, num_test: int, size: tuple[int, int] = (64, 64),
+                  regimes: tuple[str, ...] = REGIMES, first_seed: int = 0, progress: bool = True) -> Path:
+    """Write the dataset; re-running with the same arguments skips pairs whose images already exist."""
+    for regime in regimes:
+        if regime not in REGIMES:
+            raise ValueError(f"unknown regime {regime!r}; expected some of {REGIMES}")
+    if num_train < 0 or num_test < 0:
+        raise ValueError("the numbers of train and test episodes must be >= 0")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    index_path = out / "index.jsonl"
+    done: dict[str, dict] = {}
+    if index_path.exists():
+        for line in index_path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                done[record["id"]] = record
+    plan = list(episode_plan(num_train, num_test, regimes, first_seed))
+    records = []
+    for split, seed, regime in tqdm(plan, desc=f"world episodes -> {out}", disable=not progress, unit="ep"):
+        episode_id = f"{split}-{regime}-{seed:06d}"
+        record = done.get(episode_id)
+        if record and (out / record["input_image"]).exists() and (out / record["edited_image"]).exists():
+            records.append(record)
+            continue
+        ep = generate_episode(seed=seed, regime=regime, split=split, size=size, num_frames=2)
+        start, end = f"images/{episode_id}_start.png", f"images/{episode_id}_end.png"
+        cv2.imwrite(str(out / start), cv2.cvtColor(ep.frames[0], cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / end), cv2.cvtColor(ep.frames[-1], cv2.COLOR_RGB2BGR))
+        records.append(episode_record(ep, start, end))
+    tmp = index_path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(index_path)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m actedit_ros.world.dataset",
+        description="Write synthetic world episodes as an edit-pair dataset folder (index.jsonl + PNGs) for actedit-train.")
+    parser.add_argument("--out", required=True, help="dataset folder to write (created; existing pairs are kept)")
+    parser.add_argument("--train", type=int, default=20000, help="number of training episodes (one pair each)")
+    parser.add_argument("--test", type=int, default=500, help="number of held-out test episodes (one pair each)")
+    parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("WIDTH", "HEIGHT"),
+                        help="image size in pixels")
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES,
+                        help="camera regimes, alternated over episodes (fixed: still camera; head: moving, jittering)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first episode of each split")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        out = write_dataset(args.out, args.train, args.test, tuple(args.size), tuple(args.regimes), args.first_seed)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.train} train + {args.test} test pairs to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["write_dataset", "episode_record", "episode_plan", "SPLITS"]
