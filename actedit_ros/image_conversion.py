@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "ImageConversionError",
     "SUPPORTED_ENCODINGS",
+    "check_image_fields",
     "image_to_rgb",
     "rgb_to_image_fields",
     "compressed_to_rgb",
@@ -81,13 +82,8 @@ def scale_16_to_8(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian, data) -> np.ndarray:
-    """Convert the fields of a `sensor_msgs/Image` to a contiguous RGB uint8 array of shape (height, width, 3).
-
-    Raises:
-        ImageConversionError: unsupported encoding, zero size, ``step`` shorter than a row, or
-            ``len(data) != height * step``.
-    """
+def check_image_fields(encoding: str, height: int, width: int, step: int, data_size: int) -> _Layout:
+    """Check the fields of a `sensor_msgs/Image` for consistency; raise ImageConversionError naming the problem."""
     layout = SUPPORTED_ENCODINGS.get(encoding)
     if layout is None:
         raise ImageConversionError(
@@ -102,12 +98,25 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
             f"image step {step} is shorter than one row: width {width} x {layout.channels} channel(s) x "
             f"{layout.bytes_per_sample} byte(s) = {row_bytes} bytes for encoding {encoding!r}"
         )
-    buf = _as_bytes_array(data, "image data")
-    if buf.size != height * step:
+    if data_size != height * step:
         raise ImageConversionError(
-            f"image data has {buf.size} bytes but height * step = {height} * {step} = {height * step} "
+            f"image data has {data_size} bytes but height * step = {height} * {step} = {height * step} "
             f"(encoding {encoding!r}, width {width})"
         )
+    return layout
+
+
+def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian, data) -> np.ndarray:
+    """Convert the fields of a `sensor_msgs/Image` to a contiguous RGB uint8 array of shape (height, width, 3).
+
+    Raises:
+        ImageConversionError: unsupported encoding, zero size, ``step`` shorter than a row, or
+            ``len(data) != height * step``.
+    """
+    buf = _as_bytes_array(data, "image data")
+    layout = check_image_fields(encoding, height, width, step, buf.size)
+    height, width, step = int(height), int(width), int(step)
+    row_bytes = width * layout.channels * layout.bytes_per_sample
     rows = buf.reshape(height, step)[:, :row_bytes]  # drop row padding
     if layout.bytes_per_sample == 2:
         dtype = np.dtype(">u2" if is_bigendian else "<u2")

@@ -1,0 +1,446 @@
+"""The goal-image node: a thin ROS 2 shell over :class:`GoalPredictor` and :class:`ProgressScorer`.
+
+Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node`` gives ``/goal_node/...``):
+
+* ``~/predict_goal`` (actedit_ros/srv/PredictGoal): a planner asks for the visual goal of an instruction, from the
+  request's image or, when that is empty, from the latest camera frame.
+* ``~/clear_goal`` (std_srvs/Trigger): forget the current goal (progress stops; a running prediction is discarded).
+* ``~/progress`` (actedit_ros/msg/Progress): one message per live camera frame once a goal exists, stamped with the
+  frame's header; when no frame arrived for ``stale_timeout`` seconds, the last values are repeated with
+  ``stale = true`` (once per ``stale_timeout``) instead of silently freezing.
+* ``~/goal`` (actedit_ros/msg/GoalImage) and ``~/goal_image`` (sensor_msgs/Image, for rviz/rqt): the current goal,
+  latched (reliable + transient-local, depth 1) so late subscribers get it. A cleared goal is announced on
+  ``~/goal`` with an empty ``goal_id``.
+* Camera: ``image_topic`` (sensor_msgs/Image, default ``~/image``, also remappable) and, when set,
+  ``compressed_image_topic`` (sensor_msgs/CompressedImage); depth 1, reliability from ``qos_reliability``.
+  Frames larger than ``max_image_side`` are downscaled (area interpolation) before use.
+
+Concurrency: camera callbacks and the stale timer share one mutually exclusive callback group; the services run in
+a reentrant group, so under a MultiThreadedExecutor (what :func:`main` uses) a prediction never stalls the camera or
+progress publishing. One prediction runs at a time: a ``predict_goal`` call that arrives while another is being
+computed is answered at once with ``success = false`` and a message starting with ``"busy:"`` (it is not queued;
+call again). Bad requests are answered with ``success = false`` and a message naming the problem; the current goal
+is kept whenever a request fails.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import rclpy
+import rclpy.exceptions
+import torch
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from actedit_ros.editing import GoalPredictor, ModelLoadError, default_model_is_placeholder
+from actedit_ros.editing.pipeline import validate_instruction
+from actedit_ros.image_conversion import ImageConversionError, limit_image_side
+from actedit_ros.msg import GoalImage, Progress
+from actedit_ros.progress import ProgressScorer
+from actedit_ros.ros.conversions import (
+    compressed_msg_to_rgb,
+    image_msg_is_empty,
+    image_msg_to_rgb,
+    rgb_to_image_msg,
+    stamp_to_seconds,
+)
+from actedit_ros.srv import PredictGoal
+
+NODE_NAME = "goal_node"
+BUSY_PREFIX = "busy:"
+
+
+@dataclass(frozen=True)
+class NodeParameter:
+    """One declared parameter: its default (which fixes its type), description and constraints."""
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False  # fixed at startup (model, topics, QoS)
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+    def descriptor(self) -> ParameterDescriptor:
+        constraints = f"one of: {', '.join(self.choices)}" if self.choices else ""
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only,
+                                         additional_constraints=constraints)
+        if self.int_range:
+            descriptor.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
+        if self.float_range:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=self.float_range[0], to_value=self.float_range[1], step=0.0)]
+        return descriptor
+
+
+# Defaults here and in config/goal_node.yaml are kept equal by test/test_launch.py.
+NODE_PARAMETERS: tuple[NodeParameter, ...] = (
+    NodeParameter("model_path", "", "Diffusers-format EditAction/InstructPix2Pix model directory (safetensors "
+                  "weights only). Empty: the embedded default model.", read_only=True),
+    NodeParameter("device", "auto", "Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.",
+                  read_only=True),
+    NodeParameter("dtype", "", "Model precision: empty = float16 on GPU, float32 on CPU; or float32, float16, "
+                  "bfloat16.", read_only=True),
+    NodeParameter("scheduler", "euler_ancestral", "Diffusion sampler (see actedit_ros.editing.loading.SCHEDULERS).",
+                  read_only=True),
+    NodeParameter("torch_threads", 0, "CPU threads torch may use (torch.set_num_threads); 0 = torch's default. "
+                  "On a busy CPU, 1 avoids thread oversubscription stalls.", read_only=True, int_range=(0, 256)),
+    NodeParameter("steps", 20, "Denoising steps per prediction.", int_range=(1, 1000)),
+    NodeParameter("text_guidance", 7.5, "Classifier-free guidance scale on the instruction.",
+                  float_range=(0.0, 50.0)),
+    NodeParameter("image_guidance", 1.5, "Guidance scale on the start image (how closely the goal keeps the scene).",
+                  float_range=(0.0, 50.0)),
+    NodeParameter("resolution", 0, "Working resolution of the model in pixels (shorter side); 0 = the model's own.",
+                  read_only=True, int_range=(0, 4096)),
+    NodeParameter("seed", 0, "Sampler seed used when a request's seed is -1.", int_range=(0, 2**31 - 1)),
+    NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
+                  read_only=True),
+    NodeParameter("compressed_image_topic", "", "Camera topic (sensor_msgs/CompressedImage, JPEG/PNG); empty: "
+                  "not subscribed.", read_only=True),
+    NodeParameter("qos_reliability", "best_effort", "Camera subscription reliability: best_effort (sensor-data "
+                  "QoS, matches every publisher) or reliable. Depth is always 1 (latest frame only).",
+                  read_only=True, choices=("best_effort", "reliable")),
+    NodeParameter("reached_threshold", 0.8, "Progress above which a goal counts as reached (for goals predicted "
+                  "after a change).", float_range=(0.0, 1.0)),
+    NodeParameter("stale_timeout", 1.0, "Seconds without a camera frame after which progress is republished "
+                  "flagged stale.", float_range=(0.01, 3600.0)),
+    NodeParameter("max_image_side", 1024, "Camera frames and request images with a longer side are downscaled to "
+                  "this many pixels before prediction and scoring; 0 = no limit.", read_only=True,
+                  int_range=(0, 100000)),
+)
+
+
+@dataclass
+class CameraFrame:
+    rgb: np.ndarray
+    header: Header
+    received: float  # time.monotonic() at arrival
+
+
+@dataclass
+class ActiveGoal:
+    goal_id: str
+    instruction: str
+    start_rgb: np.ndarray
+    goal_rgb: np.ndarray
+    scorer: ProgressScorer
+    last_progress: Progress | None = None
+    last_stale_publish: float = field(default=0.0)
+
+
+class GoalNode(Node):
+    """Serves visual goals and publishes progress toward them. See the module docstring for the interfaces."""
+
+    def __init__(self, predictor: GoalPredictor | None = None, node_name: str = NODE_NAME, **node_kwargs):
+        super().__init__(node_name, **node_kwargs)
+        for parameter in NODE_PARAMETERS:
+            self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
+        self._check_choices()
+
+        if self.param("torch_threads") > 0:
+            torch.set_num_threads(self.param("torch_threads"))
+        model_path = self.param("model_path")
+        self.placeholder_model = model_path == "" and default_model_is_placeholder()
+        if predictor is None:
+            predictor = GoalPredictor.from_pretrained(model_path or None, device=self.param("device"),
+                                                      dtype=self.param("dtype") or None,
+                                                      scheduler=self.param("scheduler"))
+        if self.param("resolution") > 0:
+            predictor.components.resolution = self.param("resolution")
+        self.predictor = predictor
+        if self.placeholder_model:
+            self.get_logger().warning(
+                "no trained default model ships with this package: using a RANDOMLY INITIALISED placeholder model "
+                "(goal images will look like noise). Set model_path to a trained model.")
+        self.get_logger().info(f"model {predictor.components.model_path} on {predictor.device} "
+                               f"(working resolution {predictor.resolution})")
+
+        self._state_lock = threading.Lock()  # guards _latest_frame and _goal
+        self._predict_lock = threading.Lock()  # held while a prediction runs
+        self._latest_frame: CameraFrame | None = None
+        self._goal: ActiveGoal | None = None
+        self._generation = 0  # bumped by every goal change; a prediction started under an older one is discarded
+        self._running: tuple[str, float] | None = None  # (instruction, start time) of the prediction in flight
+        self._goal_count = 0
+
+        self._camera_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.goal_pub = self.create_publisher(GoalImage, "~/goal", latched)
+        self.goal_image_pub = self.create_publisher(Image, "~/goal_image", latched)
+        self.progress_pub = self.create_publisher(Progress, "~/progress", 10)
+
+        reliability = (ReliabilityPolicy.RELIABLE if self.param("qos_reliability") == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        camera_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
+                                durability=DurabilityPolicy.VOLATILE)
+        self.image_sub = self.create_subscription(Image, self.param("image_topic"), self._on_image, camera_qos,
+                                                  callback_group=self._camera_group)
+        self.compressed_sub = None
+        if self.param("compressed_image_topic"):
+            self.compressed_sub = self.create_subscription(
+                CompressedImage, self.param("compressed_image_topic"), self._on_compressed_image, camera_qos,
+                callback_group=self._camera_group)
+        self.stale_timer = self.create_timer(0.05, self._check_stale, callback_group=self._camera_group)
+
+        self.predict_srv = self.create_service(PredictGoal, "~/predict_goal", self._on_predict_goal,
+                                               callback_group=self._service_group)
+        self.clear_srv = self.create_service(Trigger, "~/clear_goal", self._on_clear_goal,
+                                             callback_group=self._service_group)
+        topics = [self.image_sub.topic_name] + ([self.compressed_sub.topic_name] if self.compressed_sub else [])
+        self.get_logger().info(f"ready: camera {', '.join(topics)} ({self.param('qos_reliability')}), "
+                               f"service {self.resolve_service_name(self.predict_srv.srv_name)}")
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _check_choices(self) -> None:
+        for parameter in NODE_PARAMETERS:
+            if parameter.choices and self.param(parameter.name) not in parameter.choices:
+                raise ValueError(f"parameter {parameter.name}={self.param(parameter.name)!r} is not one of "
+                                 f"{', '.join(parameter.choices)}")
+
+    @property
+    def current_goal_id(self) -> str:
+        with self._state_lock:
+            return self._goal.goal_id if self._goal else ""
+
+    @property
+    def predicting(self) -> bool:
+        return self._predict_lock.locked()
+
+    def _frame_age(self, header: Header) -> float:
+        stamp = stamp_to_seconds(header.stamp)
+        if stamp == 0.0:
+            return float("nan")
+        return self.get_clock().now().nanoseconds * 1e-9 - stamp
+
+    # ------------------------------------------------------------------------------------------------ camera
+    def _on_image(self, msg: Image) -> None:
+        self._on_frame(msg.header, lambda: image_msg_to_rgb(msg), f"{msg.encoding} image")
+
+    def _on_compressed_image(self, msg: CompressedImage) -> None:
+        self._on_frame(msg.header, lambda: compressed_msg_to_rgb(msg), f"compressed ({msg.format}) image")
+
+    def _on_frame(self, header: Header, convert, what: str) -> None:
+        try:
+            rgb = limit_image_side(convert(), self.param("max_image_side"))
+        except ImageConversionError as err:
+            self.get_logger().warning(f"dropped a camera frame ({what}): {err}", throttle_duration_sec=2.0)
+            return
+        frame = CameraFrame(rgb=rgb, header=header, received=time.monotonic())
+        with self._state_lock:
+            self._latest_frame = frame
+            goal = self._goal
+            if goal is not None:
+                self._publish_progress(goal, frame)
+
+    def _publish_progress(self, goal: ActiveGoal, frame: CameraFrame) -> None:
+        rgb = frame.rgb
+        if rgb.shape != goal.goal_rgb.shape:  # camera resolution changed, or the goal came with its own image
+            rgb = cv2.resize(rgb, goal.goal_rgb.shape[1::-1], interpolation=cv2.INTER_AREA)
+        result = goal.scorer.update(rgb)
+        msg = Progress(header=frame.header, goal_id=goal.goal_id, instruction=goal.instruction,
+                       progress=float(result.progress), raw_progress=float(result.raw_progress),
+                       similarity=float(result.similarity), reached=bool(result.reached),
+                       registered=bool(result.registered), stale=False, frame_age=self._frame_age(frame.header))
+        goal.last_progress = msg
+        self.progress_pub.publish(msg)
+
+    def _check_stale(self) -> None:
+        timeout = self.param("stale_timeout")
+        now = time.monotonic()
+        with self._state_lock:
+            goal, frame = self._goal, self._latest_frame
+            if goal is None:
+                return
+            last_seen = frame.received if frame else 0.0
+            if now - last_seen < timeout or now - goal.last_stale_publish < timeout:
+                return
+            goal.last_stale_publish = now
+            if goal.last_progress is not None:
+                msg = Progress(header=goal.last_progress.header, goal_id=goal.goal_id, instruction=goal.instruction,
+                               progress=goal.last_progress.progress, raw_progress=goal.last_progress.raw_progress,
+                               similarity=goal.last_progress.similarity, reached=goal.last_progress.reached,
+                               registered=goal.last_progress.registered)
+            else:  # a goal from a request image and no camera frame since
+                msg = Progress(header=frame.header if frame else Header(), goal_id=goal.goal_id,
+                               instruction=goal.instruction, registered=False)
+            msg.stale = True
+            msg.frame_age = self._frame_age(msg.header)
+        self.progress_pub.publish(msg)
+
+    # ------------------------------------------------------------------------------------------------ services
+    def _on_clear_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._state_lock:
+            cleared = self._goal.goal_id if self._goal else ""
+            self._goal = None
+            self._generation += 1
+            running = self._running
+        self.goal_pub.publish(GoalImage(header=Header(stamp=self.get_clock().now().to_msg())))
+        response.success = True
+        response.message = f"cleared goal {cleared}" if cleared else "there was no goal to clear"
+        if running:
+            response.message += f"; the running prediction for {running[0]!r} will be discarded"
+        return response
+
+    def _on_predict_goal(self, request: PredictGoal.Request, response: PredictGoal.Response) -> PredictGoal.Response:
+        try:
+            return self._predict_goal(request, response)
+        except Exception as err:  # noqa: BLE001 - the node keeps serving whatever goes wrong in one request
+            self.get_logger().error(f"predict_goal failed: {type(err).__name__}: {err}")
+            response.success = False
+            response.message = f"prediction failed ({type(err).__name__}): {err}"
+            response.goal_id = ""
+            return response
+
+    def _fail(self, response: PredictGoal.Response, message: str) -> PredictGoal.Response:
+        response.success = False
+        response.message = message
+        self.get_logger().warning(f"predict_goal refused: {message[:300]}")
+        return response
+
+    def _predict_goal(self, request: PredictGoal.Request, response: PredictGoal.Response) -> PredictGoal.Response:
+        try:
+            instruction = validate_instruction(request.instruction)
+        except ValueError as err:
+            return self._fail(response, f"bad instruction: {err}")
+        notes = []
+        if instruction != request.instruction.strip():
+            notes.append("control characters and repeated whitespace in the instruction were replaced")
+
+        if image_msg_is_empty(request.image):
+            with self._state_lock:
+                frame = self._latest_frame
+            if frame is None:
+                return self._fail(response, f"no image in the request and no camera frame received yet on "
+                                            f"{self.image_sub.topic_name}"
+                                            + (f" or {self.compressed_sub.topic_name}" if self.compressed_sub else ""))
+            start_rgb, start_header = frame.rgb, frame.header
+        else:
+            try:
+                start_rgb = image_msg_to_rgb(request.image)
+            except ImageConversionError as err:
+                return self._fail(response, f"bad request image: {err}")
+            start_header = request.image.header
+            limited = limit_image_side(start_rgb, self.param("max_image_side"))
+            if limited.shape != start_rgb.shape:
+                notes.append(f"request image downscaled from {start_rgb.shape[1]}x{start_rgb.shape[0]} to "
+                             f"{limited.shape[1]}x{limited.shape[0]} (max_image_side)")
+            start_rgb = limited
+
+        if request.seed < -1:
+            return self._fail(response, f"bad seed {request.seed}: use -1 (the node's seed parameter) or >= 0")
+        seed = self.param("seed") if request.seed == -1 else int(request.seed)
+        num_candidates = max(1, int(request.num_candidates))
+
+        if not self._predict_lock.acquire(blocking=False):
+            running = self._running
+            what = (f"the goal for {running[0]!r} (started {time.monotonic() - running[1]:.1f} s ago)"
+                    if running else "another goal")
+            return self._fail(response, f"{BUSY_PREFIX} still predicting {what}; this request was not queued, "
+                                        f"call again when it finishes")
+        try:
+            with self._state_lock:
+                generation = self._generation
+            self._running = (instruction, time.monotonic())
+            try:
+                prediction = self.predictor.predict(
+                    start_rgb, instruction, steps=self.param("steps"), text_guidance=self.param("text_guidance"),
+                    image_guidance=self.param("image_guidance"), seed=seed, num_candidates=num_candidates)
+            except ValueError as err:
+                return self._fail(response, f"bad request: {err}")
+            goal_rgb = prediction.images[0]
+            with self._state_lock:
+                if generation != self._generation:
+                    return self._fail(response, f"the prediction for {instruction!r} was discarded: the goal was "
+                                                f"cleared or replaced while it ran")
+                self._goal_count += 1
+                goal_id = f"goal-{self._goal_count}-{uuid.uuid4().hex[:8]}"
+                scorer = ProgressScorer(start_rgb, goal_rgb, reached_threshold=self.param("reached_threshold"))
+                self._goal = ActiveGoal(goal_id=goal_id, instruction=instruction, start_rgb=start_rgb,
+                                        goal_rgb=goal_rgb, scorer=scorer)
+                self._generation += 1
+        finally:
+            self._running = None
+            self._predict_lock.release()
+
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=start_header.frame_id)
+        goal_image = rgb_to_image_msg(goal_rgb, header)
+        self.goal_pub.publish(GoalImage(header=header, goal_id=goal_id, instruction=instruction, seed=seed,
+                                        prediction_time=float(prediction.seconds),
+                                        start_image=rgb_to_image_msg(start_rgb, start_header), goal_image=goal_image))
+        self.goal_image_pub.publish(goal_image)
+
+        response.success = True
+        response.goal_id = goal_id
+        response.goal_image = goal_image
+        if num_candidates > 1:
+            response.candidates = [rgb_to_image_msg(image, header) for image in prediction.images]
+        response.prediction_time = float(prediction.seconds)
+        notes += prediction.notes
+        if self.placeholder_model:
+            notes.append("the model is a RANDOMLY INITIALISED placeholder (no trained default ships yet)")
+        response.message = (f"goal {goal_id} for {instruction!r}: {prediction.steps} steps, seed {seed}, "
+                            f"{prediction.seconds:.2f} s" + "".join(f"; {note}" for note in notes))
+        self.get_logger().info(response.message)
+        return response
+
+
+def spin_in_background(node: Node, num_threads: int = 4) -> tuple[MultiThreadedExecutor, threading.Thread]:
+    """Spin ``node`` with a MultiThreadedExecutor in a daemon thread (demo and tests). Shut down the executor to stop."""
+    executor = MultiThreadedExecutor(num_threads=num_threads, context=node.context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, name=f"{node.get_name()}-executor", daemon=True)
+    thread.start()
+    return executor, thread
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lib/actedit_ros/goal_node`` (``ros2 run actedit_ros goal_node --ros-args ...``)."""
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="goal_node",
+        description="ROS 2 node that predicts visual goal images for instructions and publishes progress toward "
+                    "them. Configure it with ROS parameters, e.g. --ros-args --params-file config/goal_node.yaml "
+                    "-p model_path:=/path/to/model -r ~/image:=/camera/image_raw.")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="executor threads (camera and services run concurrently; at least 2)")
+    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = GoalNode()
+        executor = MultiThreadedExecutor(num_threads=max(2, args.threads))
+        executor.add_node(node)
+        executor.spin()
+    except (ModelLoadError, ValueError, rclpy.exceptions.ParameterException) as err:
+        print(f"goal_node: cannot start: {err}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
