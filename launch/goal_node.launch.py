@@ -1,0 +1,73 @@
+"""Launch the actedit_ros goal node with its parameters from config/goal_node.yaml.
+
+    ros2 launch actedit_ros goal_node.launch.py image_topic:=/camera/color/image_raw device:=cuda
+    ros2 launch actedit_ros goal_node.launch.py --show-args     # every argument with its description
+
+Every node-parameter argument defaults to "" meaning "keep the value from config_file"; give a value to override it.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+# (node parameter, type, description). test/test_launch.py checks these against the node's declared parameters.
+LAUNCH_ARGUMENTS = (
+    ("model_path", "str", "Diffusers-format model directory (safetensors only); empty: the embedded default model."),
+    ("device", "str", "Where the model runs: auto, cpu, cuda or cuda:N (half precision on GPU)."),
+    ("dtype", "str", "Model precision: float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)."),
+    ("steps", "int", "Denoising steps per goal prediction (more: slower, finer)."),
+    ("text_guidance", "float", "Guidance scale on the instruction."),
+    ("image_guidance", "float", "Guidance scale on the start image (higher keeps more of the scene)."),
+    ("resolution", "int", "Model working resolution in pixels; 0 = the model's own."),
+    ("seed", "int", "Sampler seed used when a request's seed is -1."),
+    ("torch_threads", "int", "CPU threads for torch; 0 = torch's default."),
+    ("image_topic", "str", "Camera topic, sensor_msgs/Image."),
+    ("compressed_image_topic", "str", "Camera topic, sensor_msgs/CompressedImage (JPEG/PNG)."),
+    ("qos_reliability", "str", "Camera subscription reliability: best_effort (sensor data) or reliable."),
+    ("max_image_side", "int", "Larger frames/request images are downscaled to this longer side; 0 = no limit."),
+    ("reached_threshold", "float", "Progress at which a goal counts as reached, in [0, 1]."),
+    ("stale_timeout", "float", "Seconds without a camera frame before progress is flagged stale."),
+)
+_CASTS = {"str": str, "int": int, "float": float}
+
+
+def _node(context):
+    overrides = {}
+    for name, kind, _ in LAUNCH_ARGUMENTS:
+        value = LaunchConfiguration(name).perform(context)
+        if value == "":
+            continue  # keep the config file's value
+        try:
+            overrides[name] = _CASTS[kind](value)
+        except ValueError as err:
+            raise ValueError(f"launch argument {name}:={value!r} must be a {kind}") from err
+    return [
+        Node(
+            package="actedit_ros",
+            executable="goal_node",
+            name=LaunchConfiguration("node_name"),
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("config_file"), overrides],
+            ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_config = PathJoinSubstitution([FindPackageShare("actedit_ros"), "config", "goal_node.yaml"])
+    arguments = [
+        DeclareLaunchArgument("config_file", default_value=default_config,
+                              description="Parameter file of the node (defaults for every parameter)."),
+        DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node."),
+        DeclareLaunchArgument("node_name", default_value="goal_node",
+                              description="Name of the node (its services and topics are ~/predict_goal, ...)."),
+        DeclareLaunchArgument("log_level", default_value="info", description="Logging level: debug, info, warn, ..."),
+    ]
+    arguments += [
+        DeclareLaunchArgument(name, default_value="", description=f"{description} Empty: value from config_file.")
+        for name, _, description in LAUNCH_ARGUMENTS
+    ]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_node)])
