@@ -9,8 +9,6 @@ Times are integers in nanoseconds. A message has two times: its *log time* (when
 from __future__ import annotations
 
 import os
-import sqlite3
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -200,7 +198,7 @@ class BagReader:
         try:
             reader = Reader(self.path)
             reader.open()
-        except (ReaderError, OSError, sqlite3.Error, struct.error, KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - storage back ends (apsw, mcap parsing) raise their own types
             raise BagError(_explain_reader_error(self.path, exc)) from None
         self._reader = reader
         return self
@@ -295,8 +293,9 @@ class BagReader:
             for connection, log_ns, rawdata in self.reader.messages(connections, start=start_ns, stop=stop_ns):
                 count += 1
                 yield BagMessage(connection.topic, connection.msgtype, log_ns, bytes(rawdata))
-        except (ReaderError, OSError, sqlite3.Error, struct.error, ValueError, EOFError) as exc:
-            raise BagError(f"bag {self.path} is corrupt: reading stopped after {count} messages ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - only the storage back end runs inside this try
+            raise BagError(f"bag {self.path} is corrupt: reading stopped after {count} messages "
+                           f"({type(exc).__name__}: {exc})") from None
 
     def deserialize(self, message: BagMessage) -> object:
         """The message as a rosbags dataclass; raises `BagError` when its bytes do not decode."""
