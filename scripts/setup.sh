@@ -20,7 +20,9 @@ fi
 req_hash=$(hash_of requirements.txt requirements-ros.txt setup.py)
 if [ "$(cat .venv/.actedit-req 2>/dev/null)" != "$req_hash" ]; then
   echo "[setup] installing pinned packages (first time: about 2 minutes)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-ros.txt
+  # (this machine's local package mirror warns about every package it lacks; those lines are noise here)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-ros.txt \
+    2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   # The ROS wheels' CMake configs name the wheel builder's Python and numpy include dirs; point them here.
   py_inc=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
