@@ -1,0 +1,292 @@
+"""Edit-pair datasets in the project's folder format, as torch tensors at a training resolution.
+
+Folder format (shared by ``actedit-make-dataset``, the synthetic world's writer and the trainer)::
+
+    <dir>/index.jsonl   one JSON object per pair:
+        {"id": str, "input_image": relative path, "edited_image": relative path, "instruction": str,
+         "video": str (source video / episode id), "split": "train" | "test", ...optional extra keys}
+    <dir>/<images>      PNG or JPEG files named by the index
+
+Images are brought to the training size in one of two ways (``image_mode``):
+
+- ``"crop"`` (default, as InstructPix2Pix trains): resize keeping the aspect ratio so the image *covers* the target
+  square (shorter side = resolution), then crop the centre. Works for datasets that mix aspect ratios.
+- ``"keep-aspect"``: resize the whole image (no crop, no pad) to the size inference works at for it
+  (:func:`actedit_ros.editing.pipeline.working_size`: about ``resolution**2`` pixels, aspect kept up to rounding to the
+  model's size multiple). Every pair of a dataset must then come out at the same size (one camera).
+
+The dataset itself is deterministic. Random horizontal flips are applied by the trainer (off by default) with
+:func:`mirror_instruction`, because flipping an image turns "move the cup left" into "move the cup right".
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+INDEX_NAME = "index.jsonl"
+REQUIRED_KEYS = ("id", "input_image", "edited_image", "instruction")
+IMAGE_MODES = ("crop", "keep-aspect")
+
+
+class DatasetError(ValueError):
+    """The dataset folder or one of its rows is unusable; the message names the file and line."""
+
+
+@dataclass
+class EditPair:
+    """One row of index.jsonl with absolute image paths."""
+
+    id: str
+    input_image: Path
+    edited_image: Path
+    instruction: str
+    video: str
+    split: str
+    line: int
+
+
+def read_index(dataset_dir: str | Path, split: str | None = None) -> list[EditPair]:
+    """Parse ``<dataset_dir>/index.jsonl``; keep only ``split`` ("train"/"test") when given.
+
+    Raises :class:`DatasetError` naming the line for malformed rows, missing keys or missing image files.
+    """
+    root = Path(dataset_dir).expanduser()
+    index_file = root / INDEX_NAME
+    if not index_file.is_file():
+        raise DatasetError(f"{root} has no {INDEX_NAME} (expected a dataset folder written by actedit-make-dataset "
+                           f"or the world's dataset writer)")
+    if split not in (None, "train", "test"):
+        raise DatasetError(f"split must be 'train', 'test' or None, got {split!r}")
+    pairs = []
+    with open(index_file, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{index_file}:{line_number}: not valid JSON ({err})") from err
+            if not isinstance(row, dict):
+                raise DatasetError(f"{index_file}:{line_number}: expected a JSON object, got {type(row).__name__}")
+            missing = [key for key in REQUIRED_KEYS if key not in row]
+            if missing:
+                raise DatasetError(f"{index_file}:{line_number}: missing key(s) {', '.join(missing)}")
+            row_split = row.get("split", "train")
+            if row_split not in ("train", "test"):
+                raise DatasetError(f"{index_file}:{line_number}: split must be 'train' or 'test', got {row_split!r}")
+            if split is not None and row_split != split:
+                continue
+            instruction = " ".join(str(row["instruction"]).split())
+            if not instruction:
+                raise DatasetError(f"{index_file}:{line_number}: empty instruction")
+            pair = EditPair(id=str(row["id"]), input_image=root / row["input_image"],
+                            edited_image=root / row["edited_image"], instruction=instruction,
+                            video=str(row.get("video", "")), split=row_split, line=line_number)
+            for image in (pair.input_image, pair.edited_image):
+                if not image.is_file():
+                    raise DatasetError(f"{index_file}:{line_number}: image {image} does not exist")
+            pairs.append(pair)
+    return pairs
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); DatasetError if it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"cannot read image {path} (missing, truncated or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def resize_cover_center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize keeping the aspect ratio so the image covers (width, height), then crop the centre."""
+    in_height, in_width = image.shape[:2]
+    scale = max(width / in_width, height / in_height)
+    new_width, new_height = max(width, round(in_width * scale)), max(height, round(in_height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+    top, left = (new_height - height) // 2, (new_width - width) // 2
+    return np.ascontiguousarray(resized[top:top + height, left:left + width])
+
+
+def target_size(image_shape: tuple[int, ...], resolution: int, image_mode: str, size_multiple: int) -> tuple[int, int]:
+    """(width, height) an image of ``image_shape`` is trained at."""
+    if image_mode == "crop":
+        return resolution, resolution
+    if image_mode == "keep-aspect":
+        from actedit_ros.editing.pipeline import working_size
+
+        return working_size(image_shape[1], image_shape[0], resolution, size_multiple)
+    raise DatasetError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
+
+
+def prepare_image(image: np.ndarray, resolution: int, image_mode: str = "crop", size_multiple: int = 8) -> np.ndarray:
+    """Bring an RGB uint8 image to its training size (see the module docstring for the two modes)."""
+    width, height = target_size(image.shape, resolution, image_mode, size_multiple)
+    if image_mode == "crop":
+        return resize_cover_center_crop(image, width, height)
+    if (image.shape[1], image.shape[0]) == (width, height):
+        return image
+    interpolation = cv2.INTER_AREA if width * height < image.shape[0] * image.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+class EditPairDataset(torch.utils.data.Dataset):
+    """Pairs of (input, edited) images with their instruction.
+
+    Items are dicts: ``input_pixels`` and ``edited_pixels`` (uint8 tensors (3, H, W)), ``instruction`` (str),
+    ``id`` (str), ``index`` (int). Convert pixels with :func:`to_model_range` on the training device.
+    """
+
+    def __init__(self, dataset_dir: str | Path, resolution: int, split: str | None = "train",
+                 image_mode: str = "crop", size_multiple: int = 8, max_pairs: int | None = None):
+        if image_mode not in IMAGE_MODES:
+            raise DatasetError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
+        if resolution <= 0 or resolution % size_multiple:
+            raise DatasetError(f"resolution {resolution} must be a positive multiple of {size_multiple} "
+                               f"(the model's VAE x UNet downsampling)")
+        self.dataset_dir = Path(dataset_dir)
+        self.pairs = read_index(dataset_dir, split=split)
+        if max_pairs is not None:
+            self.pairs = self.pairs[:max_pairs]
+        if not self.pairs:
+            raise DatasetError(f"{self.dataset_dir / INDEX_NAME} has no pairs"
+                               + (f" in the {split!r} split" if split else ""))
+        self.resolution = resolution
+        self.image_mode = image_mode
+        self.size_multiple = size_multiple
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def instructions(self) -> list[str]:
+        return [pair.instruction for pair in self.pairs]
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (input, edited) RGB uint8 images of pair ``index`` at the training size."""
+        pair = self.pairs[index]
+        source, edited = read_rgb(pair.input_image), read_rgb(pair.edited_image)
+        source = prepare_image(source, self.resolution, self.image_mode, self.size_multiple)
+        edited = prepare_image(edited, self.resolution, self.image_mode, self.size_multiple)
+        if source.shape != edited.shape:
+            raise DatasetError(f"{self.dataset_dir / INDEX_NAME}:{pair.line}: input and edited images come out at "
+                               f"different sizes {source.shape[:2]} vs {edited.shape[:2]} (use image_mode='crop')")
+        return source, edited
+
+    def __getitem__(self, index: int) -> dict:
+        source, edited = self.load_pair(index)
+        return {
+            "input_pixels": torch.from_numpy(source).permute(2, 0, 1),
+            "edited_pixels": torch.from_numpy(edited).permute(2, 0, 1),
+            "instruction": self.pairs[index].instruction,
+            "id": self.pairs[index].id,
+            "index": index,
+        }
+
+
+def collate_pairs(items: list[dict]) -> dict:
+    """Stack a list of dataset items into a batch; DatasetError if the images differ in size."""
+    shapes = {tuple(item["input_pixels"].shape) for item in items}
+    if len(shapes) > 1:
+        raise DatasetError(f"a batch mixes image sizes {sorted(shapes)}; with image_mode='keep-aspect' every image "
+                           f"of the dataset must have the same aspect ratio (use image_mode='crop' otherwise)")
+    return {
+        "input_pixels": torch.stack([item["input_pixels"] for item in items]),
+        "edited_pixels": torch.stack([item["edited_pixels"] for item in items]),
+        "instruction": [item["instruction"] for item in items],
+        "id": [item["id"] for item in items],
+        "index": torch.tensor([item["index"] for item in items]),
+    }
+
+
+def to_model_range(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (B, 3, H, W) in [0, 255] -> float in [-1, 1], as the VAE expects."""
+    return pixels.to(dtype).div(127.5).sub(1.0)
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right|leftward|rightward|leftwards|rightwards)\b", re.IGNORECASE)
+_MIRROR_WORD = {"left": "right", "right": "left", "leftward": "rightward", "rightward": "leftward",
+                "leftwards": "rightwards", "rightwards": "leftwards"}
+
+
+def mirror_instruction(instruction: str) -> str:
+    """The instruction for a horizontally flipped scene: swaps left/right (keeping the capitalisation)."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        mirrored = _MIRROR_WORD[word.lower()]
+        return mirrored.capitalize() if word[0].isupper() else mirrored
+
+    return _LEFT_RIGHT.sub(swap, instruction)
+
+
+# Words ignored when deciding whether two instructions "share a token" (see NegativeInstructionSampler): articles
+# and glue words that nearly every instruction contains and that say nothing about the action.
+DEFAULT_IGNORED_WORDS = ("a", "an", "the", "of", "and", "to", "it", "its", "this", "that", "then", "please")
+
+
+def instruction_words(instruction: str, ignored: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """Lower-cased word tokens of an instruction, without the ignored ones."""
+    return {word for word in re.findall(r"[a-z0-9]+", instruction.lower()) if word not in ignored}
+
+
+class NegativeInstructionSampler:
+    """Draws, for a true instruction c+, a random instruction c- from a pool that shares no word with c+.
+
+    "Token" here is a lower-cased word, minus ``ignored_words`` (articles and glue words by default; pass ``()`` for
+    the strict reading). When every pool instruction shares a word with c+, the one with the fewest shared words is
+    drawn among the tied ones and :attr:`fallbacks` counts it.
+    """
+
+    def __init__(self, pool: list[str], ignored_words=DEFAULT_IGNORED_WORDS):
+        self.pool = sorted(set(pool))
+        if len(self.pool) < 2:
+            raise DatasetError("the action loss needs at least two different instructions in the training set")
+        self.ignored = frozenset(word.lower() for word in ignored_words)
+        vocabulary: dict[str, int] = {}
+        rows, cols = [], []
+        for row, text in enumerate(self.pool):
+            for word in instruction_words(text, self.ignored):
+                rows.append(row)
+                cols.append(vocabulary.setdefault(word, len(vocabulary)))
+        self.vocabulary = vocabulary
+        self.incidence = np.zeros((len(self.pool), max(1, len(vocabulary))), dtype=np.float32)
+        self.incidence[rows, cols] = 1.0
+        self._candidates: dict[str, np.ndarray] = {}
+        self.fallbacks = 0
+
+    def candidates(self, instruction: str) -> tuple[np.ndarray, bool]:
+        """Pool indices c- may be drawn from, and whether they share no word with ``instruction``."""
+        cached = self._candidates.get(instruction)
+        if cached is None:
+            query = np.zeros(self.incidence.shape[1], dtype=np.float32)
+            for word in instruction_words(instruction, self.ignored):
+                if word in self.vocabulary:
+                    query[self.vocabulary[word]] = 1.0
+            shared = self.incidence @ query
+            own = [i for i, text in enumerate(self.pool) if text == instruction]
+            shared[own] = np.inf
+            cached = np.flatnonzero(shared == shared.min())
+            if shared.min() > 0:
+                cached = -cached - 1  # encoded "fallback" marker: negative indices
+            self._candidates[instruction] = cached
+        if cached[0] < 0:
+            return -cached - 1, False
+        return cached, True
+
+    def sample(self, instructions: list[str], generator: torch.Generator) -> list[str]:
+        """One c- per instruction, drawn with ``generator`` (so the draw is reproducible)."""
+        negatives = []
+        for text in instructions:
+            candidates, disjoint = self.candidates(text)
+            if not disjoint:
+                self.fallbacks += 1
+            pick = int(torch.randint(len(candidates), (1,), generator=generator))
+            negatives.append(self.pool[int(candidates[pick])])
+        return negatives
