@@ -21,7 +21,7 @@ LAUNCH_ARGUMENTS = (
     ("image_guidance", "float", "Guidance scale on the start image (higher keeps more of the scene)."),
     ("resolution", "int", "Model working resolution in pixels; 0 = the model's own."),
     ("seed", "int", "Sampler seed used when a request's seed is -1."),
-    ("torch_threads", "int", "CPU threads for torch; 0 = torch's default."),
+    ("torch_threads", "int", "CPU threads for torch; 0 = all cores but one (kept for camera callbacks)."),
     ("image_topic", "str", "Camera topic, sensor_msgs/Image."),
     ("compressed_image_topic", "str", "Camera topic, sensor_msgs/CompressedImage (JPEG/PNG)."),
     ("qos_reliability", "str", "Camera subscription reliability: best_effort (sensor data) or reliable."),

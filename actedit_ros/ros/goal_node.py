@@ -25,6 +25,7 @@ is kept whenever a request fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -97,8 +98,9 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   "bfloat16.", read_only=True),
     NodeParameter("scheduler", "euler_ancestral", "Diffusion sampler (see actedit_ros.editing.loading.SCHEDULERS).",
                   read_only=True),
-    NodeParameter("torch_threads", 0, "CPU threads torch may use (torch.set_num_threads); 0 = torch's default. "
-                  "On a busy CPU, 1 avoids thread oversubscription stalls.", read_only=True, int_range=(0, 256)),
+    NodeParameter("torch_threads", 0, "CPU threads torch may use (torch.set_num_threads); 0 = all cores but one, "
+                  "which stays free for camera and progress callbacks (torch competing with them for every core "
+                  "slows a CPU prediction down many times).", read_only=True, int_range=(0, 256)),
     NodeParameter("steps", 20, "Denoising steps per prediction.", int_range=(1, 1000)),
     NodeParameter("text_guidance", 7.5, "Classifier-free guidance scale on the instruction.",
                   float_range=(0.0, 50.0)),
@@ -151,8 +153,7 @@ class GoalNode(Node):
             self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
         self._check_choices()
 
-        if self.param("torch_threads") > 0:
-            torch.set_num_threads(self.param("torch_threads"))
+        torch.set_num_threads(self.param("torch_threads") or max(1, (os.cpu_count() or 2) - 1))
         model_path = self.param("model_path")
         self.placeholder_model = model_path == "" and default_model_is_placeholder()
         if predictor is None:
@@ -367,13 +368,19 @@ class GoalNode(Node):
             except ValueError as err:
                 return self._fail(response, f"bad request: {err}")
             goal_rgb = prediction.images[0]
+            try:
+                scorer = ProgressScorer(start_rgb, goal_rgb, reached_threshold=self.param("reached_threshold"))
+            except ValueError as err:  # e.g. the model predicted no change at all
+                response.goal_image = rgb_to_image_msg(goal_rgb, start_header)
+                response.prediction_time = float(prediction.seconds)
+                return self._fail(response, f"the predicted goal cannot be tracked, so it was not adopted (the "
+                                            f"image is in goal_image): {err}")
             with self._state_lock:
                 if generation != self._generation:
                     return self._fail(response, f"the prediction for {instruction!r} was discarded: the goal was "
                                                 f"cleared or replaced while it ran")
                 self._goal_count += 1
                 goal_id = f"goal-{self._goal_count}-{uuid.uuid4().hex[:8]}"
-                scorer = ProgressScorer(start_rgb, goal_rgb, reached_threshold=self.param("reached_threshold"))
                 self._goal = ActiveGoal(goal_id=goal_id, instruction=instruction, start_rgb=start_rgb,
                                         goal_rgb=goal_rgb, scorer=scorer)
                 self._generation += 1

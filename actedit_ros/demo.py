@@ -1,0 +1,313 @@
+"""`make demo`: the goal node end to end, in one process over real ROS 2 (rclpy, Fast DDS).
+
+What runs:
+1. the goal node (:class:`actedit_ros.ros.goal_node.GoalNode`) on the embedded default model (or ``--model-path``);
+2. a camera replaying an egocentric episode of the synthetic world (``actedit_ros.world``) on ``/goal_node/image``:
+   the start frame while the planner waits for its goal, then the action frame by frame, then it stops;
+3. a planner-like client that calls ``/goal_node/predict_goal`` with the episode's instruction and prints every
+   ``/goal_node/progress`` message as it arrives (including the stale ones once the camera has stopped).
+
+It writes ``start.png``, ``goal.png``, ``last.png``, ``progress.png`` (progress over time) and ``progress.csv`` to
+``<out>/<timestamp>/`` and prints that path.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_INSTRUCTION_ACTION = "put_in"  # "put the cup in the bowl"-like episodes
+
+
+@dataclass
+class ProgressRow:
+    seconds: float  # since the goal was requested
+    frame: int  # index of the episode frame the message scored (-1 if unknown)
+    true_progress: float
+    progress: float
+    raw_progress: float
+    similarity: float
+    reached: bool
+    registered: bool
+    stale: bool
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m actedit_ros.demo",
+        description="Run the goal node on a replayed synthetic episode: a planner asks for the goal of the "
+                    "episode's instruction, progress is printed as frames arrive, and the start frame, goal image, "
+                    "last frame and a progress plot are written to a run folder.")
+    parser.add_argument("--model-path", default="",
+                        help="model directory to load instead of the embedded default model")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--episode-seed", type=int, default=None,
+                        help="seed of the world episode to replay (default: the first 'put ... in ...' episode)")
+    parser.add_argument("--regime", choices=("head", "fixed"), default="head",
+                        help="camera regime of the episode: head (moving egocentric camera) or fixed")
+    parser.add_argument("--instruction", default=None,
+                        help="instruction the planner sends (default: the episode's own instruction)")
+    parser.add_argument("--frames", type=int, default=40, help="frames in the replayed episode (at least 2)")
+    parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate in Hz")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps of the goal prediction")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed of the goal prediction")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="CPU threads for torch (0: all cores but one, which stays free for the camera)")
+    parser.add_argument("--out", default="runs", help="folder under which the run folder <timestamp>/ is created")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary, not every progress message")
+    args = parser.parse_args(argv)
+    if args.frames < 2:
+        parser.error(f"--frames must be at least 2, got {args.frames}")
+    if not 0.5 <= args.rate <= 120:
+        parser.error(f"--rate must be between 0.5 and 120 Hz, got {args.rate}")
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    return args
+
+
+def pick_episode(args):
+    """The episode to replay: --episode-seed, or the first seed whose action is 'put X in Y'."""
+    from actedit_ros.world import generate_episode
+
+    size = (320, 240)
+    if args.episode_seed is not None:
+        return generate_episode(seed=args.episode_seed, regime=args.regime, split="test", size=size,
+                                num_frames=args.frames)
+    for seed in range(200):
+        probe = generate_episode(seed=seed, regime=args.regime, split="test", size=(16, 16), num_frames=2)
+        if probe.action == DEFAULT_INSTRUCTION_ACTION:
+            episode = generate_episode(seed=seed, regime=args.regime, split="test", size=size,
+                                       num_frames=args.frames)
+            if episode.action == DEFAULT_INSTRUCTION_ACTION:
+                return episode
+    return generate_episode(seed=0, regime=args.regime, split="test", size=size, num_frames=args.frames)
+
+
+def save_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[:, :, ::-1])):
+        raise OSError(f"could not write {path}")
+
+
+def plot_progress(path: Path, rows: list[ProgressRow], instruction: str, goal_at: float, threshold: float,
+                  placeholder: bool, oracle: list[float] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    live = [r for r in rows if not r.stale]
+    stale = [r for r in rows if r.stale]
+    ax.plot([r.seconds for r in live], [r.progress for r in live], "-o", ms=3, label="progress (smoothed)")
+    ax.plot([r.seconds for r in live], [r.raw_progress for r in live], ":", label="raw progress")
+    ax.plot([r.seconds for r in live], [r.true_progress for r in live], "--", color="gray",
+            label="true progress of the replayed frame")
+    if oracle is not None:
+        ax.plot([r.seconds for r in live], oracle, "-.", color="black", lw=0.8,
+                label="progress toward the true last frame (oracle goal, reference)")
+    if stale:
+        ax.plot([r.seconds for r in stale], [r.progress for r in stale], "x", color="red", label="stale (camera stopped)")
+    ax.axhline(threshold, color="green", lw=0.8, label=f"reached threshold {threshold:g}")
+    ax.axvline(goal_at, color="purple", lw=0.8, label="goal predicted")
+    reached = [r.seconds for r in live if r.reached]
+    if reached:
+        ax.axvline(reached[0], color="green", lw=0.8, ls="--", label="reached")
+    ax.set_xlabel("seconds since the planner asked for the goal")
+    ax.set_ylabel("progress toward the goal image")
+    ax.set_ylim(-0.05, 1.05)
+    title = f"goal node progress: {instruction!r}"
+    if placeholder:
+        title += "\n(RANDOM placeholder model: the goal image is noise, progress is not meaningful)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def oracle_progress(episode, rows: list[ProgressRow], start_rgb: np.ndarray, threshold: float) -> list[float] | None:
+    """What the same scorer reports for the same frames when the goal is the episode's true last frame."""
+    from actedit_ros.progress import ProgressScorer
+
+    try:
+        scorer = ProgressScorer(start_rgb, episode.frames[-1], reached_threshold=threshold)
+    except ValueError:
+        return None
+    return [scorer.update(episode.frames[max(r.frame, 0)]).progress for r in rows if not r.stale]
+
+
+def run(args) -> Path:
+    # Import the heavy parts here so --help is instant.
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from actedit_ros.editing import default_model_is_placeholder
+    from actedit_ros.msg import GoalImage, Progress
+    from actedit_ros.ros.conversions import image_msg_to_rgb, rgb_to_image_msg
+    from actedit_ros.ros.goal_node import GoalNode, spin_in_background
+    from actedit_ros.srv import PredictGoal
+
+    started = time.monotonic()
+    placeholder = args.model_path == "" and default_model_is_placeholder()
+    if placeholder:
+        print("NOTE: no trained default model ships with this package yet. The goal image comes from a RANDOMLY "
+              "INITIALISED tiny InstructPix2Pix model (same loading path as a real one), so it looks like noise and "
+              "progress toward it is not meaningful.", flush=True)
+    episode = pick_episode(args)
+    instruction = args.instruction or episode.instruction
+    print(f"episode: {episode.action} ({args.regime} camera), {len(episode.frames)} frames of "
+          f"{episode.frames[0].shape[1]}x{episode.frames[0].shape[0]}, instruction {episode.instruction!r}",
+          flush=True)
+
+    run_dir = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    run_dir.mkdir(parents=True, exist_ok=False)
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    threshold = 0.8
+    node = GoalNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=args.model_path),
+        Parameter("device", value=args.device),
+        Parameter("steps", value=args.steps),
+        Parameter("seed", value=args.seed),
+        Parameter("torch_threads", value=args.torch_threads),
+        Parameter("reached_threshold", value=threshold),
+        Parameter("stale_timeout", value=0.5),
+    ])
+    client = rclpy.create_node("demo_planner", context=context)
+    executor, spin_thread = spin_in_background(node, num_threads=4)
+    executor.add_node(client)
+
+    stamp_to_frame: dict[tuple[int, int], int] = {}
+    rows: list[ProgressRow] = []
+    requested_at = [0.0]
+    camera_done = threading.Event()
+    goal_ready = threading.Event()
+    stop = threading.Event()
+
+    def on_progress(msg: Progress) -> None:
+        index = stamp_to_frame.get((msg.header.stamp.sec, msg.header.stamp.nanosec), -1)
+        row = ProgressRow(seconds=time.monotonic() - requested_at[0], frame=index,
+                          true_progress=float(episode.progress[index]) if index >= 0 else float("nan"),
+                          progress=msg.progress, raw_progress=msg.raw_progress, similarity=msg.similarity,
+                          reached=msg.reached, registered=msg.registered, stale=msg.stale)
+        rows.append(row)
+        if not args.quiet:
+            flag = " STALE (camera stopped)" if msg.stale else ""
+            print(f"  t={row.seconds:5.2f}s frame {index:3d}/{len(episode.frames) - 1} progress {msg.progress:.2f} "
+                  f"(raw {msg.raw_progress:.2f}, true {row.true_progress:.2f}) "
+                  f"{'REACHED' if msg.reached else 'not reached'}{flag}", flush=True)
+
+    client.create_subscription(Progress, "/goal_node/progress", on_progress, 100)
+    goals: list[GoalImage] = []
+    client.create_subscription(GoalImage, "/goal_node/goal", goals.append, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    camera = client.create_publisher(Image, "/goal_node/image", QoSProfile(depth=1,
+                                                                          reliability=ReliabilityPolicy.BEST_EFFORT))
+    predict = client.create_client(PredictGoal, "/goal_node/predict_goal")
+
+    def camera_loop() -> None:
+        """Stream the start frame until the goal exists, then the action, then go silent."""
+        period = 1.0 / args.rate
+        index = 0
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            if goal_ready.is_set():
+                index += 1
+                if index >= len(episode.frames):
+                    break
+            now = client.get_clock().now()
+            header = Header(stamp=now.to_msg(), frame_id="head_camera")
+            stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = index
+            camera.publish(rgb_to_image_msg(episode.frames[index], header))
+            next_tick += period
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        camera_done.set()
+
+    try:
+        deadline = time.monotonic() + 30
+        while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not predict.wait_for_service(timeout_sec=30):
+            raise RuntimeError("the goal node's predict_goal service did not come up")
+        camera_thread = threading.Thread(target=camera_loop, name="demo-camera", daemon=True)
+        camera_thread.start()
+        print(f"planner: asking for the goal of {instruction!r} (from the latest camera frame) ...", flush=True)
+        for _attempt in range(100):  # until the first camera frame has reached the node
+            requested_at[0] = time.monotonic()
+            future = predict.call_async(PredictGoal.Request(instruction=instruction, seed=-1))
+            while not future.done():
+                time.sleep(0.01)
+            response = future.result()
+            if response.success or "no camera frame" not in response.message:
+                break
+            time.sleep(0.1)
+        goal_at = time.monotonic() - requested_at[0]
+        print(f"planner: {'OK' if response.success else 'FAILED'}: {response.message}", flush=True)
+        if not response.success:
+            raise RuntimeError(f"the goal node could not predict a goal: {response.message}")
+        goal_ready.set()
+        deadline = time.monotonic() + 10
+        while not any(g.goal_id == response.goal_id for g in goals) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        latched = [g for g in goals if g.goal_id == response.goal_id]
+        start_rgb = image_msg_to_rgb(latched[-1].start_image) if latched else episode.frames[0]
+        print("camera: replaying the action ...", flush=True)
+        camera_thread.join()
+        # Let the node notice the camera stopped (progress flagged stale).
+        deadline = time.monotonic() + 5
+        while not any(r.stale for r in rows) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        executor.shutdown()
+        spin_thread.join(10)
+        client.destroy_node()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+    save_png(run_dir / "start.png", start_rgb)
+    save_png(run_dir / "goal.png", image_msg_to_rgb(response.goal_image))
+    save_png(run_dir / "last.png", episode.frames[-1])
+    plot_progress(run_dir / "progress.png", rows, instruction, goal_at, threshold, placeholder,
+                  oracle_progress(episode, rows, start_rgb, threshold))
+    with open(run_dir / "progress.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(list(ProgressRow.__dataclass_fields__))
+        for row in rows:
+            writer.writerow([getattr(row, name) for name in ProgressRow.__dataclass_fields__])
+    live = [r for r in rows if not r.stale]
+    print(f"summary: {len(live)} live progress messages, {len(rows) - len(live)} stale; final progress "
+          f"{live[-1].progress:.2f} (true 1.00); reached: {any(r.reached for r in live)}; goal in "
+          f"{response.prediction_time:.2f} s; total {time.monotonic() - started:.1f} s" if live else
+          "summary: no live progress messages arrived", flush=True)
+    print(f"run folder: {run_dir.resolve()}", flush=True)
+    return run_dir
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        run(args)
+    except (RuntimeError, ValueError, OSError) as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
