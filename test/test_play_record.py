@@ -1,0 +1,202 @@
+"""`actedit-play-bag` and `actedit-record-bag` against real rclpy endpoints in this test process.
+
+The tools run as subprocesses (the real console entry points); ROS_DOMAIN_ID is isolated by conftest.py.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.interfaces import QosDurability
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+from actedit_ros.bag import BagReader
+from actedit_ros.bag.episodes import NS
+from actedit_ros.bag.io import image_message_to_rgb
+from actedit_ros.bag.synthetic import DEFAULT_START_NS, write_world_bag
+from actedit_ros.image_conversion import image_to_rgb, rgb_to_image_fields
+from actedit_ros.msg import GoalImage, Progress
+from actedit_ros.ros.play_bag import main as play_main
+from actedit_ros.world import generate_episode
+
+SIZE = (64, 48)
+FRAMES = 8
+RELIABLE = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("test_play_record", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    yield node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def start_tool(module, *args):
+    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ))
+
+
+def spin_until(executor, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return condition()
+
+
+def finish(process, timeout=60):
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return process.returncode, out + err
+
+
+@pytest.fixture(scope="module")
+def world_bag(tmp_path_factory):
+    path = tmp_path_factory.mktemp("play") / "bag"
+    written = write_world_bag(path, seeds=(0,), size=SIZE, num_frames=FRAMES, storage="mcap", fps=20.0)
+    frames = generate_episode(seed=0, regime="fixed", split="test", size=SIZE, num_frames=FRAMES).frames
+    return path, written[0], frames
+
+
+def test_play_bag_publishes_the_recorded_messages(ros, world_bag):
+    node, executor = ros
+    path, written, frames = world_bag
+    images, texts = [], []
+    subs = [node.create_subscription(Image, "/camera/image_raw", images.append, RELIABLE),
+            node.create_subscription(String, "/instruction", lambda m: texts.append(m.data), RELIABLE)]
+    try:
+        process = start_tool("actedit_ros.ros.play_bag", str(path), "--rate", "4", "--wait-for-subscribers", "1",
+                             "--topics", "/camera/image_raw", "/instruction")
+        spin_until(executor, lambda: len(images) >= FRAMES or process.poll() is not None)
+        spin_until(executor, lambda: len(images) >= FRAMES, timeout=5)
+        code, log = finish(process)
+    finally:
+        for sub in subs:
+            node.destroy_subscription(sub)
+    assert code == 0, log
+    assert f"published {FRAMES + 1} messages" in log
+    assert texts == [written.instruction]
+    assert len(images) == FRAMES
+    stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images]
+    assert stamps == [DEFAULT_START_NS + i * NS // 20 for i in range(FRAMES)]  # recorded stamps kept
+    for msg, rgb in zip(images, frames):
+        np.testing.assert_array_equal(
+            image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data), rgb)
+
+
+def test_play_bag_offset_remap_and_restamp(ros, world_bag):
+    node, executor = ros
+    path, _, frames = world_bag
+    images = []
+    sub = node.create_subscription(Image, "/robot/camera", images.append, RELIABLE)
+    try:
+        # Frames are 50 ms apart: an offset of 0.22 s skips the instruction and the first 5 frames.
+        process = start_tool("actedit_ros.ros.play_bag", str(path), "--start-offset", "0.22", "--restamp",
+                             "--remap", "/camera/image_raw:=/robot/camera", "--wait-for-subscribers", "1",
+                             "--topics", "/camera/image_raw")
+        spin_until(executor, lambda: len(images) >= FRAMES - 5 or process.poll() is not None)
+        spin_until(executor, lambda: len(images) >= FRAMES - 5, timeout=5)
+        code, log = finish(process)
+    finally:
+        node.destroy_subscription(sub)
+    assert code == 0, log
+    assert len(images) == FRAMES - 5
+    first = images[0]
+    np.testing.assert_array_equal(
+        image_to_rgb(first.encoding, first.height, first.width, first.step, first.is_bigendian, first.data), frames[5])
+    stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images]
+    now = time.time_ns()
+    assert all(abs(now - s) < 600 * NS for s in stamps)  # re-stamped with the current time, not 2023's
+    assert stamps == sorted(stamps)
+
+
+def test_play_bag_bad_input(tmp_path, capsys):
+    assert play_main([str(tmp_path / "missing")]) == 1
+    assert "actedit-play-bag: error: bag not found" in capsys.readouterr().err
+    path = tmp_path / "bag"
+    write_world_bag(path, seeds=(0,), size=SIZE, num_frames=2, storage="sqlite3")
+    assert play_main([str(path), "--topics", "/nope"]) == 1
+    err = capsys.readouterr().err
+    assert "['/nope'] are not in bag" in err and "/camera/image_raw (sensor_msgs/msg/Image, 2 messages)" in err
+    assert play_main([str(path), "--start-offset", "99"]) == 1
+    assert "--start-offset 99.0 s is outside the bag" in capsys.readouterr().err
+
+
+def test_record_bag_writes_a_bag_the_reader_reads(ros, tmp_path):
+    node, executor = ros
+    frames = generate_episode(seed=1, regime="head", split="test", size=SIZE, num_frames=3).frames
+    goal_pub = node.create_publisher(GoalImage, "/goal_node/goal", LATCHED)
+    progress_pub = node.create_publisher(Progress, "/goal_node/progress", 10)
+    camera_pub = node.create_publisher(Image, "/rec/camera", 10)
+    goal = GoalImage(goal_id="g-42", instruction="open the drawer", seed=7, prediction_time=1.5,
+                     start_image=Image(**rgb_to_image_fields(frames[0])),
+                     goal_image=Image(**rgb_to_image_fields(frames[-1])))
+    goal.header.stamp.sec = 123
+    goal_pub.publish(goal)  # before the recorder exists: it must still get it (latched)
+    output = tmp_path / "recorded"
+    try:
+        process = start_tool("actedit_ros.ros.record_bag", "-o", str(output), "--topics", "/goal_node/goal",
+                             "/goal_node/progress", "/rec/camera:sensor_msgs/msg/Image", "--max-messages", "7",
+                             "--duration", "90")
+        assert spin_until(executor, lambda: progress_pub.get_subscription_count() > 0
+                          and camera_pub.get_subscription_count() > 0 or process.poll() is not None)
+        time.sleep(0.5)  # let the recorder's side of discovery settle too
+        for i in range(3):
+            progress_pub.publish(Progress(goal_id="g-42", instruction="open the drawer", progress=0.25 * (i + 1),
+                                          raw_progress=0.3, similarity=0.5, reached=i == 2, registered=True))
+            image = Image(**rgb_to_image_fields(frames[i]))
+            image.header.stamp.sec = 1000 + i
+            camera_pub.publish(image)
+            executor.spin_once(timeout_sec=0.02)
+        code, log = finish(process, timeout=90)
+    finally:
+        for publisher in (goal_pub, progress_pub, camera_pub):
+            node.destroy_publisher(publisher)
+    assert code == 0, log
+    assert "wrote" in log
+
+    with BagReader(output) as bag:
+        assert bag.storage == "mcap"
+        topics = bag.topics
+        assert {name: (t.msgtype, t.count) for name, t in topics.items()} == {
+            "/goal_node/goal": ("actedit_ros/msg/GoalImage", 1),
+            "/goal_node/progress": ("actedit_ros/msg/Progress", 3),
+            "/rec/camera": ("sensor_msgs/msg/Image", 3),
+        }
+        goal_qos = next(c for c in bag.reader.connections if c.topic == "/goal_node/goal").ext.offered_qos_profiles
+        assert goal_qos[0].durability == QosDurability.TRANSIENT_LOCAL
+        (goal_message,) = list(bag.messages(["/goal_node/goal"]))
+        recorded_goal = bag.deserialize(goal_message)
+        progress = [bag.deserialize(m) for m in bag.messages(["/goal_node/progress"])]
+        camera = list(bag.frames("/rec/camera"))
+    assert (recorded_goal.goal_id, recorded_goal.seed, recorded_goal.header.stamp.sec) == ("g-42", 7, 123)
+    np.testing.assert_array_equal(image_message_to_rgb(recorded_goal.goal_image, "sensor_msgs/msg/Image"), frames[-1])
+    assert [p.progress for p in progress] == [0.25, 0.5, 0.75] and [p.reached for p in progress] == [False, False, True]
+    assert [f.stamp_ns for f in camera] == [1000 * NS, 1001 * NS, 1002 * NS]
+    for frame, rgb in zip(camera, frames):
+        np.testing.assert_array_equal(frame.rgb, rgb)
+
+
+def test_record_bag_refuses_existing_output(tmp_path):
+    (tmp_path / "exists").mkdir()
+    result = subprocess.run([sys.executable, "-m", "actedit_ros.ros.record_bag", "-o", str(tmp_path / "exists"),
+                             "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "actedit-record-bag: error: cannot create bag" in result.stderr and "exists already" in result.stderr
+    assert "Traceback" not in result.stderr
