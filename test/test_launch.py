@@ -4,6 +4,8 @@ Where launch_ros is installed (a ROS 2 install) the launch description is built;
 argument table is read with ast (launch_ros is not on PyPI) and compared with the node, so they cannot drift apart.
 """
 import ast
+import os
+import subprocess
 import importlib.util
 from pathlib import Path
 
@@ -109,3 +111,15 @@ def test_node_loads_the_config_file(tmp_path):
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_installed_executable_fails_fast_on_a_missing_model(tmp_path):
+    """The executable CMake installs (what `ros2 run` / the launch file start) runs main() and names the path."""
+    executable = ROOT / "install" / "actedit_ros" / "lib" / "actedit_ros" / "goal_node"
+    if not executable.is_file():
+        pytest.skip("no colcon install (run scripts/setup.sh)")
+    missing = tmp_path / "no_model_here"
+    result = subprocess.run([str(executable), "--ros-args", "-p", f"model_path:={missing}", "-p", "device:=cpu"],
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot start" in result.stderr and str(missing) in result.stderr and "Traceback" not in result.stderr

@@ -42,10 +42,15 @@ class GatedPredictor(GoalPredictor):
         self.gate.set()
         self.entered = threading.Event()
 
+    echo_start = False  # when True, the "prediction" is the start image itself (a model that predicts no change)
+
     def predict(self, *args, **kwargs):
         self.entered.set()
         assert self.gate.wait(60), "test never opened the gate"
-        return super().predict(*args, **kwargs)
+        prediction = super().predict(*args, **kwargs)
+        if self.echo_start:
+            prediction.images = [np.array(args[0] if args else kwargs["image"])]
+        return prediction
 
 
 def wait_for(condition, what, timeout=WAIT):
@@ -403,6 +408,21 @@ def test_no_camera_frame_yet_and_no_image(ros):
         thread.join(10)
         planner.node.destroy_node()
         fresh.destroy_node()
+
+
+def test_goal_without_change_is_not_adopted(ros):
+    node, planner, predictor = ros
+    kept = ensure_goal(ros, 130).goal_id
+    predictor.echo_start = True
+    try:
+        start = frame(131)
+        response = planner.call(GOOD_INSTRUCTION, image=rgb_to_image_msg(start, stamp(131)))
+    finally:
+        predictor.echo_start = False
+    assert not response.success and "cannot be tracked" in response.message and "identical" in response.message
+    np.testing.assert_array_equal(image_msg_to_rgb(response.goal_image), start)  # the prediction is not lost
+    assert node.current_goal_id == kept
+    assert_good_request_succeeds(ros)
 
 
 # ------------------------------------------------------------------------------------------------- startup
