@@ -3,6 +3,7 @@
 The tools run as subprocesses (the real console entry points); ROS_DOMAIN_ID is isolated by conftest.py.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -200,3 +201,23 @@ def test_record_bag_refuses_existing_output(tmp_path):
     assert result.returncode == 1
     assert "actedit-record-bag: error: cannot create bag" in result.stderr and "exists already" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_play_bag_loops_until_interrupted(ros, world_bag):
+    node, executor = ros
+    path, _, _ = world_bag
+    images = []
+    sub = node.create_subscription(Image, "/camera/image_raw", images.append, RELIABLE)
+    try:
+        process = start_tool("actedit_ros.ros.play_bag", str(path), "--loop", "--rate", "4",
+                             "--wait-for-subscribers", "1", "--topics", "/camera/image_raw")
+        spin_until(executor, lambda: len(images) >= 2 * FRAMES + 1 or process.poll() is not None)
+        process.send_signal(signal.SIGINT)
+        code, log = finish(process)
+    finally:
+        node.destroy_subscription(sub)
+    assert code == 0, log
+    assert len(images) >= 2 * FRAMES + 1
+    stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images[:2 * FRAMES]]
+    assert stamps[FRAMES:] == stamps[:FRAMES]  # the second pass replays the same messages
+    assert "(stopped)" in log

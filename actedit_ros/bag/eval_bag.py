@@ -322,10 +322,14 @@ class BagEvaluation:
         return episodes_from_instructions(instructions, bag.end_ns, topic=f"instruction topic {topic}")
 
     def load_predictor(self) -> None:
-        from actedit_ros.editing import GoalPredictor
+        from actedit_ros.editing import GoalPredictor, default_model_is_placeholder
 
         self.predictor = GoalPredictor.from_pretrained(model_path=self.args.model, device=self.args.device)
         self.info.model = self.args.model or "embedded default"
+        if not self.args.model and default_model_is_placeholder():
+            self.info.model += " (a randomly initialised placeholder: no trained default model ships yet)"
+            self.info.notes.append("goals came from the random placeholder model, so these numbers say nothing "
+                                   "about goal prediction; pass --model with a trained model")
 
     # -- per-frame work -------------------------------------------------------------------------------------------
     def start_episode(self, result: EpisodeResult, frame: BagFrame) -> None:
