@@ -349,13 +349,24 @@ def bad_image(kind):
     ("unsupported encoding", "unsupported image encoding 'yuv422'"),
     ("zero size", "image is empty"),
     ("data length", "bytes but height * step"),
-    ("no encoding", "unsupported image encoding ''"),
+    ("no encoding", "has no encoding but a size or data"),
 ])
 def test_bad_request_image(ros, kind, expected):
     node, planner, _ = ros
     kept = node.current_goal_id
     response = planner.call(GOOD_INSTRUCTION, image=bad_image(kind))
     assert not response.success and "bad request image" in response.message and expected in response.message
+    assert node.current_goal_id == kept
+    assert_good_request_succeeds(ros)
+
+
+@pytest.mark.parametrize("seed, num_candidates, expected", [(-7, 1, "bad seed -7"), (0, 200, "num_candidates")])
+def test_bad_seed_or_candidates(ros, seed, num_candidates, expected):
+    node, planner, _ = ros
+    kept = node.current_goal_id
+    response = planner.call(GOOD_INSTRUCTION, image=rgb_to_image_msg(frame(85), stamp(85)), seed=seed,
+                            num_candidates=num_candidates)
+    assert not response.success and expected in response.message
     assert node.current_goal_id == kept
     assert_good_request_succeeds(ros)
 

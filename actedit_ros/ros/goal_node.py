@@ -334,6 +334,11 @@ class GoalNode(Node):
                                             f"{self.image_sub.topic_name}"
                                             + (f" or {self.compressed_sub.topic_name}" if self.compressed_sub else ""))
             start_rgb, start_header = frame.rgb, frame.header
+        elif request.image.encoding == "":
+            return self._fail(response, f"bad request image: it has no encoding but a size or data "
+                                        f"({request.image.width}x{request.image.height}, {len(request.image.data)} "
+                                        f"bytes); set its encoding, or leave the whole image empty to use the "
+                                        f"latest camera frame")
         else:
             try:
                 start_rgb = image_msg_to_rgb(request.image)
