@@ -221,3 +221,29 @@ def test_play_bag_loops_until_interrupted(ros, world_bag):
     stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images[:2 * FRAMES]]
     assert stamps[FRAMES:] == stamps[:FRAMES]  # the second pass replays the same messages
     assert "(stopped)" in log
+
+
+def test_play_bag_sends_instructions_to_the_predict_service(ros, world_bag):
+    """With --predict-service every played instruction becomes a PredictGoal request (here to a stand-in server)."""
+    from actedit_ros.srv import PredictGoal
+
+    node, executor = ros
+    path, written, _ = world_bag
+    requests = []
+
+    def answer(request, response):
+        requests.append((request.instruction, request.image.encoding, request.seed))
+        response.success, response.goal_id, response.message = True, "g-1", "ok"
+        return response
+
+    service = node.create_service(PredictGoal, "/test_goal_node/predict_goal", answer)
+    try:
+        process = start_tool("actedit_ros.ros.play_bag", str(path), "--rate", "4",
+                             "--predict-service", "/test_goal_node/predict_goal")
+        spin_until(executor, lambda: process.poll() is not None)
+        code, log = finish(process)
+    finally:
+        node.destroy_service(service)
+    assert code == 0, log
+    assert requests == [(written.instruction, "", -1)]
+    assert f"goal g-1 for {written.instruction!r}" in log

@@ -5,10 +5,15 @@ topics with the bag's timing (log-time differences divided by --rate). Header st
 default; --restamp replaces the header stamp of every message that has one with the current ROS time (useful
 when a consumer compares stamps with its clock, e.g. the goal node's frame_age). Publishers use the QoS recorded
 in the bag's metadata (reliability, durability, depth) when there is one, else reliable, volatile, depth 10.
+
+The goal node takes instructions through its ``predict_goal`` service, not a topic: with --predict-service, every
+std_msgs/String message played on the instruction topic is also sent as a PredictGoal request (no image, so the
+node uses its latest camera frame), without pausing playback; the answers are logged.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import signal
@@ -42,11 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="before playing, wait until every publisher has at least N subscribers (default: 0, "
                              "do not wait); gives up after --wait-timeout")
     parser.add_argument("--wait-timeout", type=float, default=10.0,
-                        help="seconds to wait for subscribers before playing anyway (default: 10)")
+                        help="seconds to wait for subscribers (then it plays anyway), for --predict-service to "
+                             "come up (then it fails) and, at the end, for that service's last answers "
+                             "(default: 10)")
     parser.add_argument("--remap", nargs="+", default=[], metavar="FROM:=TO",
                         help="publish topic FROM as TO, e.g. /camera/image_raw:=/goal_node/image")
     parser.add_argument("--restamp", action="store_true",
                         help="replace header stamps with the current ROS time (default: keep the recorded stamps)")
+    parser.add_argument("--predict-service", default=None, metavar="SERVICE",
+                        help="also send each played instruction as an actedit_ros/srv/PredictGoal request to this "
+                             "service, e.g. /goal_node/predict_goal (default: only publish the topic)")
+    parser.add_argument("--instruction-topic", default=None,
+                        help="the std_msgs/String topic whose messages --predict-service sends (default: the bag's "
+                             "only String topic)")
     parser.add_argument("--node-name", default="actedit_play_bag", help="ROS node name (default: actedit_play_bag)")
     return parser
 
@@ -90,12 +103,52 @@ def qos_from_bag(connection_ext):
     )
 
 
+class GoalRequester:
+    """Sends instruction messages to the goal node's PredictGoal service asynchronously and logs the answers."""
+
+    def __init__(self, node, service: str, topic: str):
+        from actedit_ros.srv import PredictGoal
+
+        self.node = node
+        self.topic = topic
+        self.request_type = PredictGoal.Request
+        self.client = node.create_client(PredictGoal, service)
+        self.service = service
+        self.futures = []
+
+    def wait_for_service(self, timeout: float) -> bool:
+        return self.client.wait_for_service(timeout_sec=timeout)
+
+    def send(self, instruction: str) -> None:
+        if not instruction.strip():
+            return
+        future = self.client.call_async(self.request_type(instruction=instruction, seed=-1))
+        future.add_done_callback(lambda f, text=instruction: self._done(text, f))
+        self.futures.append(future)
+
+    def _done(self, instruction: str, future) -> None:
+        response = future.result()
+        log = self.node.get_logger()
+        if response is None:
+            log.warning(f"{self.service} gave no answer for {instruction!r}")
+        elif response.success:
+            log.info(f"goal {response.goal_id} for {instruction!r} ({response.prediction_time:.1f} s)")
+        else:
+            log.warning(f"{self.service} refused {instruction!r}: {response.message}")
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(not f.done() for f in self.futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 class BagPlayer:
     """Publishes a bag's messages on a node with the bag's timing."""
 
     def __init__(self, node, bag: BagReader, topics: list[str], remaps: dict[str, str], rate: float,
-                 restamp: bool, stop: threading.Event):
+                 restamp: bool, stop: threading.Event, requester: GoalRequester | None = None):
         self.node = node
+        self.requester = requester
         self.bag = bag
         self.topics = topics
         self.rate = rate
@@ -147,6 +200,11 @@ class BagPlayer:
                 continue
             self.publishers[message.topic].publish(payload)
             self.published += 1
+            if self.requester is not None and message.topic == self.requester.topic:
+                try:
+                    self.requester.send(self.bag.deserialize(message).data)
+                except BagError as exc:
+                    self.node.get_logger().warning(f"instruction not sent: {exc}")
             if progress_bar is not None:
                 progress_bar.update(1)
 
@@ -157,6 +215,20 @@ class BagPlayer:
                 publisher.wait_for_all_acked(rclpy_duration(timeout))
             except Exception:  # noqa: BLE001 - best effort; volatile/best-effort publishers may not support it
                 pass
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event):
+    """Within the block, SIGINT and SIGTERM set `stop` (a clean end) instead of raising; handlers restored after."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+    for signum in signals:
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def rclpy_duration(seconds: float):
@@ -209,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     player = None
     try:
         with BagReader(args.bag) as bag:
@@ -221,27 +291,51 @@ def main(argv: list[str] | None = None) -> int:
             if args.start_offset < 0 or start_ns >= bag.end_ns:
                 raise BagError(f"--start-offset {args.start_offset} s is outside the bag, which lasts "
                                f"{(bag.end_ns - bag.start_ns) / NS:.3f} s")
+            instruction_topic = None
+            if args.predict_service:
+                instruction_topic = bag.string_topic(args.instruction_topic)
+                if instruction_topic is None or instruction_topic not in topics:
+                    raise BagError(f"--predict-service needs a played std_msgs/String instruction topic; give "
+                                   f"--instruction-topic (the bag's topics: {bag.describe_topics()})")
             rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)
             node = rclpy.create_node(args.node_name)
+            executor = None
             try:
-                player = BagPlayer(node, bag, topics, remaps, args.rate, args.restamp, stop)
-                if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers,
-                                                                                     args.wait_timeout):
-                    print(f"{PROG}: not every topic had {args.wait_for_subscribers} subscriber(s) after "
-                          f"{args.wait_timeout} s; playing anyway", file=sys.stderr)
-                stop.wait(max(0.0, args.delay))
-                from tqdm import tqdm
+                with stop_on_signals(stop):
+                    requester = None
+                    if instruction_topic:
+                        from rclpy.executors import SingleThreadedExecutor
 
-                total = sum(bag.topics[t].count for t in topics)
-                print(f"{PROG}: publishing {', '.join(remaps.get(t, t) for t in topics)} at rate {args.rate}"
-                      f"{' (loop)' if args.loop else ''}", file=sys.stderr)
-                with tqdm(total=None if args.loop else total, unit="msg", desc="playing", dynamic_ncols=True) as bar:
-                    while not stop.is_set():
-                        player.play_once(start_ns, bar)
-                        if not args.loop:
-                            break
-                player.flush()
+                        requester = GoalRequester(node, args.predict_service, instruction_topic)
+                        executor = SingleThreadedExecutor()
+                        executor.add_node(node)
+                        threading.Thread(target=executor.spin, daemon=True).start()
+                        if not requester.wait_for_service(args.wait_timeout):
+                            raise BagError(f"service {args.predict_service} is not available after "
+                                           f"{args.wait_timeout} s (is the goal node running?)")
+                    player = BagPlayer(node, bag, topics, remaps, args.rate, args.restamp, stop, requester)
+                    if args.wait_for_subscribers > 0 and not player.wait_for_subscribers(args.wait_for_subscribers,
+                                                                                         args.wait_timeout):
+                        print(f"{PROG}: not every topic had {args.wait_for_subscribers} subscriber(s) after "
+                              f"{args.wait_timeout} s; playing anyway", file=sys.stderr)
+                    stop.wait(max(0.0, args.delay))
+                    from tqdm import tqdm
+
+                    total = sum(bag.topics[t].count for t in topics)
+                    print(f"{PROG}: publishing {', '.join(remaps.get(t, t) for t in topics)} at rate {args.rate}"
+                          f"{' (loop)' if args.loop else ''}", file=sys.stderr)
+                    bar = tqdm(total=None if args.loop else total, unit="msg", desc="playing", dynamic_ncols=True)
+                    with bar:
+                        while not stop.is_set():
+                            player.play_once(start_ns, bar)
+                            if not args.loop:
+                                break
+                    player.flush()
+                    if requester is not None:
+                        requester.wait(args.wait_timeout)
             finally:
+                if executor is not None:
+                    executor.shutdown()
                 node.destroy_node()
                 rclpy.try_shutdown()
     except BagError as exc:

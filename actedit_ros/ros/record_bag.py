@@ -13,7 +13,6 @@ Ctrl-C / SIGTERM; the bag is always closed properly (metadata.yaml written) so i
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 import time
@@ -130,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
+    from actedit_ros.ros.play_bag import stop_on_signals
+
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     recorder = None
     try:
         writer = BagWriter(args.output, storage=args.storage)
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
-            with writer:
+            with writer, stop_on_signals(stop):
                 recorder = BagRecorder(node, writer, topics, args.max_messages, stop)
                 print(f"{PROG}: recording {', '.join(topics)} into {args.output} ({args.storage})", file=sys.stderr)
                 deadline = None if args.duration is None else time.monotonic() + args.duration
