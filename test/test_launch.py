@@ -101,12 +101,13 @@ def test_node_loads_the_config_file(tmp_path):
     rclpy.init(context=context)
     try:
         node = GoalNode(predictor=predictor, node_name="config_test_node", context=context,
-                        cli_args=["--ros-args", "--params-file", str(changed)])
+                        cli_args=["--ros-args", "--params-file", str(changed), "-r", "~/image:=/camera/image_raw"])
         try:
             assert node.get_parameter("steps").value == 7
             assert node.get_parameter("stale_timeout").value == 2.5
             assert node.get_parameter("qos_reliability").value == "reliable"
             assert node.get_parameter("image_topic").value == "~/image"
+            assert node.image_sub.topic_name == "/camera/image_raw"  # ~/image is remappable
         finally:
             node.destroy_node()
     finally:

@@ -155,7 +155,8 @@ class GoalNode(Node):
 
         torch.set_num_threads(self.param("torch_threads") or max(1, (os.cpu_count() or 2) - 1))
         model_path = self.param("model_path")
-        self.placeholder_model = model_path == "" and default_model_is_placeholder()
+        # True when this node loads the random stand-in because no trained default model ships yet.
+        self.placeholder_model = predictor is None and model_path == "" and default_model_is_placeholder()
         if predictor is None:
             predictor = GoalPredictor.from_pretrained(model_path or None, device=self.param("device"),
                                                       dtype=self.param("dtype") or None,
@@ -435,11 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4,
                         help="executor threads (camera and services run concurrently; at least 2)")
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    rclpy.init(args=argv)
+    context = rclpy.Context()
+    rclpy.init(args=argv, context=context)
     node = None
     try:
-        node = GoalNode()
-        executor = MultiThreadedExecutor(num_threads=max(2, args.threads))
+        node = GoalNode(context=context)
+        executor = MultiThreadedExecutor(num_threads=max(2, args.threads), context=context)
         executor.add_node(node)
         executor.spin()
     except (ModelLoadError, ValueError, rclpy.exceptions.ParameterException) as err:
@@ -450,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(context=context)
     return 0
 
 
