@@ -224,15 +224,18 @@ def test_play_bag_loops_until_interrupted(ros, world_bag):
 
 
 def test_play_bag_sends_instructions_to_the_predict_service(ros, world_bag):
-    """With --predict-service every played instruction becomes a PredictGoal request (here to a stand-in server)."""
+    """With --predict-service each played instruction becomes a PredictGoal request with the frame that follows it."""
     from actedit_ros.srv import PredictGoal
 
     node, executor = ros
-    path, written, _ = world_bag
-    requests = []
+    path, written, frames = world_bag
+    requests, images = [], []
 
     def answer(request, response):
-        requests.append((request.instruction, request.image.encoding, request.seed))
+        image = request.image
+        requests.append((request.instruction, image.encoding, request.seed))
+        rgb = image_to_rgb(image.encoding, image.height, image.width, image.step, image.is_bigendian, image.data)
+        images.append(rgb)
         response.success, response.goal_id, response.message = True, "g-1", "ok"
         return response
 
@@ -245,5 +248,6 @@ def test_play_bag_sends_instructions_to_the_predict_service(ros, world_bag):
     finally:
         node.destroy_service(service)
     assert code == 0, log
-    assert requests == [(written.instruction, "", -1)]
+    assert requests == [(written.instruction, "rgb8", -1)]
+    np.testing.assert_array_equal(images[0], frames[0])  # the request carries the episode's first frame
     assert f"goal g-1 for {written.instruction!r}" in log

@@ -7,8 +7,9 @@ when a consumer compares stamps with its clock, e.g. the goal node's frame_age).
 in the bag's metadata (reliability, durability, depth) when there is one, else reliable, volatile, depth 10.
 
 The goal node takes instructions through its ``predict_goal`` service, not a topic: with --predict-service, every
-std_msgs/String message played on the instruction topic is also sent as a PredictGoal request (no image, so the
-node uses its latest camera frame), without pausing playback; the answers are logged.
+std_msgs/String message played on the instruction topic is also sent as a PredictGoal request, without pausing
+playback; the request carries the first camera frame played after the instruction (see GoalRequester), and the
+answers are logged.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import threading
 import time
 
 from actedit_ros.bag.episodes import NS
-from actedit_ros.bag.io import BagError, BagMessage, BagReader
+from actedit_ros.bag.io import IMAGE_TYPES, BagError, BagMessage, BagReader
 
 PROG = "actedit-play-bag"
 
@@ -104,42 +105,89 @@ def qos_from_bag(connection_ext):
 
 
 class GoalRequester:
-    """Sends instruction messages to the goal node's PredictGoal service asynchronously and logs the answers."""
+    """Turns played instruction messages into PredictGoal requests (asynchronous) and logs the answers.
 
-    def __init__(self, node, service: str, topic: str):
+    A request carries the first frame of `camera_topic` played at or after its instruction (the same start frame
+    `actedit-eval-bag` uses), so live and offline goals start from the same image; without a camera topic, or when
+    no frame follows, the request has no image and the node uses its latest frame.
+    """
+
+    def __init__(self, node, bag: BagReader, service: str, topic: str, camera_topic: str | None):
         from actedit_ros.srv import PredictGoal
 
         self.node = node
+        self.bag = bag
         self.topic = topic
+        self.camera_topic = camera_topic
         self.request_type = PredictGoal.Request
         self.client = node.create_client(PredictGoal, service)
         self.service = service
+        self.pending: str | None = None
         self.futures = []
 
     def wait_for_service(self, timeout: float) -> bool:
         return self.client.wait_for_service(timeout_sec=timeout)
 
-    def send(self, instruction: str) -> None:
-        if not instruction.strip():
-            return
-        future = self.client.call_async(self.request_type(instruction=instruction, seed=-1))
-        future.add_done_callback(lambda f, text=instruction: self._done(text, f))
-        self.futures.append(future)
+    def on_played(self, message: BagMessage) -> None:
+        """Called for every published message."""
+        self.report()
+        if message.topic == self.topic:
+            if self.pending is not None:
+                self._send(self.pending)
+            text = self.bag.deserialize(message).data.strip()
+            self.pending = text or None
+            if self.pending and self.camera_topic is None:
+                self.finish()
+        elif message.topic == self.camera_topic and self.pending is not None:
+            self._send(self.pending, self._ros_image(message))
+            self.pending = None
 
-    def _done(self, instruction: str, future) -> None:
-        response = future.result()
+    def finish(self) -> None:
+        """Send an instruction still waiting for its frame (with no image)."""
+        if self.pending is not None:
+            self._send(self.pending)
+            self.pending = None
+
+    def _ros_image(self, message: BagMessage):
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import Image
+
+        from actedit_ros.bag.io import IMAGE_TYPE, image_message_to_rgb
+        from actedit_ros.image_conversion import rgb_to_image_fields
+
+        if message.msgtype == IMAGE_TYPE:
+            return deserialize_message(message.rawdata, Image)
+        msg = self.bag.deserialize(message)
+        return Image(**rgb_to_image_fields(image_message_to_rgb(msg, message.msgtype)))
+
+    def _send(self, instruction: str, image=None) -> None:
+        request = self.request_type(instruction=instruction, seed=-1)
+        if image is not None:
+            request.image = image
+        self.futures.append((instruction, self.client.call_async(request)))
+        self.report()
+
+    def report(self) -> None:
+        """Log the answers that have arrived (in request order)."""
         log = self.node.get_logger()
-        if response is None:
-            log.warning(f"{self.service} gave no answer for {instruction!r}")
-        elif response.success:
-            log.info(f"goal {response.goal_id} for {instruction!r} ({response.prediction_time:.1f} s)")
-        else:
-            log.warning(f"{self.service} refused {instruction!r}: {response.message}")
+        while self.futures and self.futures[0][1].done():
+            instruction, future = self.futures.pop(0)
+            response = future.result()
+            if response is None:
+                log.warning(f"{self.service} gave no answer for {instruction!r}")
+            elif response.success:
+                log.info(f"goal {response.goal_id} for {instruction!r} ({response.prediction_time:.1f} s)")
+            else:
+                log.warning(f"{self.service} refused {instruction!r}: {response.message}")
 
     def wait(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the outstanding answers, logging them."""
         deadline = time.monotonic() + timeout
-        while any(not f.done() for f in self.futures) and time.monotonic() < deadline:
+        while self.futures and time.monotonic() < deadline:
+            self.report()
             time.sleep(0.05)
+        for instruction, _ in self.futures:
+            self.node.get_logger().warning(f"no answer from {self.service} for {instruction!r} within {timeout} s")
 
 
 class BagPlayer:
@@ -200,11 +248,11 @@ class BagPlayer:
                 continue
             self.publishers[message.topic].publish(payload)
             self.published += 1
-            if self.requester is not None and message.topic == self.requester.topic:
+            if self.requester is not None:
                 try:
-                    self.requester.send(self.bag.deserialize(message).data)
-                except BagError as exc:
-                    self.node.get_logger().warning(f"instruction not sent: {exc}")
+                    self.requester.on_played(message)
+                except (BagError, ValueError) as exc:
+                    self.node.get_logger().warning(f"goal request not sent: {exc}")
             if progress_bar is not None:
                 progress_bar.update(1)
 
@@ -306,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                     if instruction_topic:
                         from rclpy.executors import SingleThreadedExecutor
 
-                        requester = GoalRequester(node, args.predict_service, instruction_topic)
+                        image_topics = [t for t in topics if bag.topics[t].msgtype in IMAGE_TYPES]
+                        requester = GoalRequester(node, bag, args.predict_service, instruction_topic,
+                                                  image_topics[0] if len(image_topics) == 1 else None)
                         executor = SingleThreadedExecutor()
                         executor.add_node(node)
                         threading.Thread(target=executor.spin, daemon=True).start()
@@ -332,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                                 break
                     player.flush()
                     if requester is not None:
+                        requester.finish()
                         requester.wait(args.wait_timeout)
             finally:
                 if executor is not None:
