@@ -31,6 +31,7 @@ __all__ = [
     "compressed_to_rgb",
     "rgb_to_compressed",
     "limit_image_side",
+    "scale_16_to_8",
 ]
 
 
