@@ -97,7 +97,16 @@ class GoalPredictor:
 
     @property
     def resolution(self) -> int:
+        """Working resolution: the model works at about resolution x resolution pixels, aspect kept."""
         return self.components.resolution
+
+    @resolution.setter
+    def resolution(self, value: int) -> None:
+        multiple = self.components.size_multiple
+        if int(value) < multiple:
+            raise ValueError(f"resolution must be at least {multiple} pixels for this model, got {value}")
+        with self._lock:
+            self.components.resolution = int(value)
 
     @property
     def device(self) -> torch.device:

@@ -106,7 +106,8 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   float_range=(0.0, 50.0)),
     NodeParameter("image_guidance", 1.5, "Guidance scale on the start image (how closely the goal keeps the scene).",
                   float_range=(0.0, 50.0)),
-    NodeParameter("resolution", 0, "Working resolution of the model in pixels (shorter side); 0 = the model's own.",
+    NodeParameter("resolution", 0, "Working resolution in pixels: the model works at about resolution x resolution pixels, "
+                  "aspect kept; 0 = the model's own.",
                   read_only=True, int_range=(0, 4096)),
     NodeParameter("seed", 0, "Sampler seed used when a request's seed is -1.", int_range=(0, 2**31 - 1)),
     NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
@@ -162,7 +163,7 @@ class GoalNode(Node):
                                                       dtype=self.param("dtype") or None,
                                                       scheduler=self.param("scheduler"))
         if self.param("resolution") > 0:
-            predictor.components.resolution = self.param("resolution")
+            predictor.resolution = self.param("resolution")
         self.predictor = predictor
         if self.placeholder_model:
             self.get_logger().warning(
