@@ -195,3 +195,48 @@ def test_cli_subprocess_reports_without_traceback(tmp_path, bad_bags):
     for flag in ("--camera-topic", "--episodes", "--instruction-topic", "--times", "--model", "--steps", "--seed",
                  "--device", "--reached-threshold"):
         assert flag in help_text
+
+
+def test_eval_recorded_progress_of_the_node(tmp_path):
+    """--recorded-progress: a bag like actedit-record-bag makes of the node's outputs; no model runs."""
+    from actedit_ros.bag import get_bag_typestore
+    from actedit_ros.bag.io import header_message
+
+    typestore = get_bag_typestore()
+    Progress, GoalImage = typestore.types["actedit_ros/msg/Progress"], typestore.types["actedit_ros/msg/GoalImage"]
+    episode = generate_episode(seed=4, regime="fixed", split="test", size=SIZE, num_frames=6)
+    period = 100_000_000
+    values = [0.0, 0.1, 0.3, 0.2, 0.85, 0.9]
+    with BagWriter(tmp_path / "bag", storage="mcap") as writer:
+        writer.add_topic("/goal_node/goal", "actedit_ros/msg/GoalImage")
+        writer.add_topic("/goal_node/progress", "actedit_ros/msg/Progress")
+        writer.add_topic("/camera/image_raw", "sensor_msgs/msg/Image")
+        t0 = DEFAULT_START_NS
+        writer.write("/goal_node/goal", t0, GoalImage(
+            header=header_message(t0), goal_id="g-7", instruction=episode.instruction, seed=0, prediction_time=0.5,
+            start_image=image_message(episode.frames[0], t0), goal_image=image_message(episode.frames[-1], t0)))
+        for i, (rgb, value) in enumerate(zip(episode.frames, values)):
+            t = t0 + (i + 1) * period
+            writer.write("/camera/image_raw", t, image_message(rgb, t))
+            writer.write("/goal_node/progress", t + 1, Progress(
+                header=header_message(t), goal_id="g-7", instruction=episode.instruction, progress=value,
+                raw_progress=value, similarity=value, reached=value > 0.8, registered=i != 3, stale=False,
+                frame_age=0.01))
+        t = t0 + 8 * period
+        writer.write("/goal_node/progress", t, Progress(
+            header=header_message(t), goal_id="g-7", instruction=episode.instruction, progress=0.9, raw_progress=0.9,
+            similarity=0.9, reached=True, registered=True, stale=True, frame_age=0.3))
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bag"), "-o", str(out), "--recorded-progress"]) == 0
+    rows = read_csv(out / "progress.csv")
+    assert [float(r["progress"]) for r in rows] == pytest.approx(values)
+    assert [r["registered"] for r in rows] == ["True", "True", "True", "False", "True", "True"]
+    summary = json.loads((out / "summary.json").read_text())
+    (result,) = summary["episodes"]
+    assert result["instruction"] == episode.instruction and result["frames"] == 6
+    assert result["stale_messages"] == 1 and result["unregistered_frames"] == 1
+    assert result["voc"] == pytest.approx(0.942857, abs=1e-5)  # Spearman of values vs order
+    assert result["reached_t"] == pytest.approx(0.5, abs=1e-6)  # 5th progress message, 0.5 s after the goal
+    assert result["final_progress"] == pytest.approx(0.9)
+    assert read_png(out / "episode_000.png").std() > 10
+    assert "g-7 (1 stale repeats)" in (out / "summary.md").read_text()

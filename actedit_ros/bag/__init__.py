@@ -6,8 +6,10 @@
 from actedit_ros.bag.episodes import BagEpisode, EpisodeError, episodes_from_instructions, load_episode_file
 from actedit_ros.bag.io import (
     COMPRESSED_IMAGE_TYPE,
+    GOAL_TYPE,
     IMAGE_TYPE,
     IMAGE_TYPES,
+    PROGRESS_TYPE,
     STRING_TYPE,
     BagError,
     BagFrame,
@@ -17,14 +19,17 @@ from actedit_ros.bag.io import (
     SkippedMessage,
     compressed_image_message,
     get_bag_typestore,
+    header_message,
     image_message,
     string_message,
 )
 
 __all__ = [
     "COMPRESSED_IMAGE_TYPE",
+    "GOAL_TYPE",
     "IMAGE_TYPE",
     "IMAGE_TYPES",
+    "PROGRESS_TYPE",
     "STRING_TYPE",
     "BagEpisode",
     "BagError",
@@ -37,6 +42,7 @@ __all__ = [
     "compressed_image_message",
     "episodes_from_instructions",
     "get_bag_typestore",
+    "header_message",
     "image_message",
     "load_episode_file",
     "string_message",

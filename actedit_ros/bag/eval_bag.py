@@ -10,11 +10,15 @@ Outputs in --output:
   episode_NNN_goal.png  the predicted goal image
   summary.md            per-episode VOC, final progress, reached time, skipped messages (also on errors)
   summary.json          the same numbers for programs
+
+With --recorded-progress no model runs: the bag holds what the goal node published live (recorded with
+actedit-record-bag, e.g. while actedit-play-bag fed it), and the same outputs are made from those messages.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -27,7 +31,8 @@ import numpy as np
 
 from actedit_ros.bag.episodes import NS, TIME_BASES, BagEpisode, EpisodeError, episodes_from_instructions, \
     load_episode_file
-from actedit_ros.bag.io import STRING_TYPE, BagError, BagFrame, BagReader, SkippedMessage
+from actedit_ros.bag.io import GOAL_TYPE, IMAGE_TYPE, IMAGE_TYPES, PROGRESS_TYPE, STRING_TYPE, BagError, BagFrame, \
+    BagReader, SkippedMessage, image_message_to_rgb, stamp_to_ns
 
 PROG = "actedit-eval-bag"
 CSV_COLUMNS = ("episode", "frame", "t", "stamp", "progress", "raw_progress", "similarity", "reached", "registered")
@@ -52,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--instruction-topic", default=None,
                         help="std_msgs/String topic in the bag; each message starts an episode that lasts until the "
                              "next one or the bag end (default when no --episodes: the bag's only String topic)")
+    source.add_argument("--recorded-progress", nargs="?", const="", default=None, metavar="TOPIC",
+                        help="evaluate the progress the goal node published live, recorded in the bag with "
+                             "actedit-record-bag (actedit_ros/msg/Progress; TOPIC defaults to the bag's only one): "
+                             "one episode per goal_id, no model runs")
+    parser.add_argument("--goal-topic", default=None,
+                        help="with --recorded-progress: the actedit_ros/msg/GoalImage topic for the start/goal "
+                             "thumbnails (default: the bag's only one, if any)")
     parser.add_argument("--times", choices=TIME_BASES, default="auto",
                         help="how --episodes times are read: relative = seconds from the bag's first message, "
                              "absolute = Unix seconds of the log time, auto = absolute when >= 1e9 (default: auto)")
@@ -91,6 +103,7 @@ class EpisodeResult:
     skipped: Counter = field(default_factory=Counter)
     scorer: object = None
     figure: str | None = None
+    stale: int = 0  # recorded progress messages flagged stale (repeats while no camera frame came)
 
     @property
     def name(self) -> str:
@@ -135,6 +148,7 @@ class EpisodeResult:
             "reached_t": self.reached_t,
             "unregistered_frames": self.unregistered,
             "skipped_messages": sum(self.skipped.values()),
+            "stale_messages": self.stale,
             "prediction_seconds": self.prediction_seconds,
             "figure": self.figure,
         }
@@ -248,7 +262,7 @@ def write_summary(output: Path, info: RunInfo, results: list[EpisodeResult]) -> 
     for r in results:
         m = r.metrics()
         figure = f"[{Path(r.figure).name}]({Path(r.figure).name})" if r.figure else ""
-        status = r.status + (f": {r.detail}" if r.detail else "")
+        status = r.status + (f": {r.detail}" if r.detail else "") + (f" ({r.stale} stale repeats)" if r.stale else "")
         lines.append(
             f"| {r.episode.index} | {r.episode.instruction.replace('|', '/')} | "
             f"{(r.episode.start_ns - bag_start) / NS:.2f} | {r.episode.duration_s:.2f} | {m['frames']} | "
@@ -369,10 +383,8 @@ class BagEvaluation:
             "reached": bool(r.reached),
             "registered": bool(r.registered),
         }
-        result.rows.append(row)
+        self._write_row(result, row)
         result.final_rgb = frame.rgb
-        self._csv.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-        self._csv_file.flush()
 
     def finish_episode(self, result: EpisodeResult) -> None:
         if result.status == "scoring":
@@ -386,9 +398,140 @@ class BagEvaluation:
             result.figure = str(path)
 
     # -- the run --------------------------------------------------------------------------------------------------
-    def run(self) -> None:
+    def _open_csv(self) -> None:
+        self._csv_file = open(self.output / "progress.csv", "w", newline="")
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS)
+        self._csv.writeheader()
+
+    def _write_row(self, result: EpisodeResult, row: dict) -> None:
+        result.rows.append(row)
+        self._csv.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._csv_file.flush()
+
+    def evaluate_predicted(self, bag: BagReader) -> None:
+        """Predict a goal at each episode start and score the camera frames (the default mode)."""
         from tqdm import tqdm
 
+        args = self.args
+        camera_topic = bag.image_topic(args.camera_topic)
+        self.info.camera_topic = camera_topic
+        episodes = self.load_episodes(bag)
+        self.results = [EpisodeResult(ep) for ep in episodes]
+        self.info.settings = (f"steps {args.steps}, seed {args.seed}, text guidance {args.text_guidance}, "
+                              f"image guidance {args.image_guidance}, reached threshold {args.reached_threshold}")
+        self.load_predictor()
+        self._open_csv()
+        first = min(ep.start_ns for ep in episodes)
+        last = max(ep.end_ns for ep in episodes)
+        open_results = list(self.results)
+        progress_bar = tqdm(total=bag.topics[camera_topic].count, unit="msg", desc="scoring frames",
+                            dynamic_ncols=True)
+        with progress_bar:
+            for item in bag.frames(camera_topic, first, last):
+                progress_bar.update(1)
+                active = [r for r in open_results if r.episode.start_ns <= item.log_ns < r.episode.end_ns]
+                if isinstance(item, SkippedMessage):
+                    self.info.skipped[f"{item.topic}: {item.reason}"] += 1
+                    for result in active:
+                        result.skipped[item.reason] += 1
+                    continue
+                self.info.frames_read += 1
+                for result in [r for r in open_results if r.episode.end_ns <= item.log_ns]:
+                    self.finish_episode(result)
+                    open_results.remove(result)
+                for result in active:
+                    if result.status == "pending":
+                        self.start_episode(result, item)
+                    if result.status == "scoring":
+                        self.score(result, item)
+        for result in open_results:
+            self.finish_episode(result)
+
+    def evaluate_recorded(self, bag: BagReader) -> None:
+        """Evaluate the progress the goal node published live (recorded with actedit-record-bag); no model runs.
+
+        One episode per goal_id; its start/goal thumbnails come from the GoalImage topic when the bag has one,
+        its final frame from the camera topic when there is one. Stale repeats are counted, not scored.
+        """
+        from tqdm import tqdm
+
+        args = self.args
+        progress_topic = bag.single_topic(PROGRESS_TYPE, args.recorded_progress or None, "--recorded-progress")
+        goal_topic = bag.single_topic(GOAL_TYPE, args.goal_topic, "--goal-topic", required=False)
+        camera_topics = bag.topics_of_type(IMAGE_TYPES)
+        camera_topic = bag.image_topic(args.camera_topic) if args.camera_topic or len(camera_topics) == 1 else None
+        self.info.camera_topic = camera_topic or ""
+        self.info.episode_source = f"goals recorded on {progress_topic}" + (f" and {goal_topic}" if goal_topic else "")
+        self.info.model = "the goal node, live (recorded)"
+        self.info.settings = f"reached as recorded by the node (figure threshold line: {args.reached_threshold})"
+
+        goals: dict[str, tuple] = {}  # goal_id -> (log_ns, instruction, start_rgb, goal_rgb)
+        for message in bag.messages([goal_topic]) if goal_topic else ():
+            try:
+                msg = bag.deserialize(message)
+                if msg.goal_id:
+                    goals[msg.goal_id] = (message.log_ns, msg.instruction,
+                                          image_message_to_rgb(msg.start_image, IMAGE_TYPE),
+                                          image_message_to_rgb(msg.goal_image, IMAGE_TYPE))
+            except (BagError, ValueError) as exc:
+                self.info.skipped[f"{goal_topic}: {exc}"] += 1
+
+        self._open_csv()
+        by_goal: dict[str, EpisodeResult] = {}
+        with tqdm(total=bag.topics[progress_topic].count, unit="msg", desc="reading progress",
+                  dynamic_ncols=True) as progress_bar:
+            for message in bag.messages([progress_topic]):
+                progress_bar.update(1)
+                try:
+                    msg = bag.deserialize(message)
+                except BagError as exc:
+                    self.info.skipped[f"{progress_topic}: {exc}"] += 1
+                    continue
+                if not msg.goal_id:
+                    continue
+                result = by_goal.get(msg.goal_id)
+                if result is None:
+                    goal = goals.get(msg.goal_id)
+                    start_ns = min(goal[0], message.log_ns) if goal else message.log_ns
+                    episode = BagEpisode(len(by_goal), msg.instruction or msg.goal_id, start_ns, start_ns + 1)
+                    result = by_goal[msg.goal_id] = EpisodeResult(episode, status="scoring", detail=msg.goal_id)
+                    if goal:
+                        result.start_rgb, result.goal_rgb = goal[2], goal[3]
+                    self.results.append(result)
+                if msg.stale:
+                    result.stale += 1
+                    continue
+                result.episode = dataclasses.replace(result.episode, end_ns=message.log_ns + 1)
+                stamp_ns = stamp_to_ns(msg.header.stamp)
+                self._write_row(result, {
+                    "episode": result.episode.index,
+                    "frame": len(result.rows),
+                    "t": round((message.log_ns - result.episode.start_ns) / NS, 6),
+                    "stamp": f"{stamp_ns // NS}.{stamp_ns % NS:09d}",
+                    "progress": float(msg.progress),
+                    "raw_progress": float(msg.raw_progress),
+                    "similarity": float(msg.similarity),
+                    "reached": bool(msg.reached),
+                    "registered": bool(msg.registered),
+                })
+        if not self.results:
+            raise BagError(f"topic {progress_topic} holds no progress messages with a goal_id")
+        if camera_topic:
+            for item in bag.frames(camera_topic):
+                if isinstance(item, SkippedMessage):
+                    self.info.skipped[f"{item.topic}: {item.reason}"] += 1
+                    continue
+                self.info.frames_read += 1
+                for result in self.results:
+                    if result.episode.start_ns <= item.log_ns < result.episode.end_ns:
+                        result.final_rgb = item.rgb
+                        if result.start_rgb is None:
+                            result.start_rgb = item.rgb
+        for result in self.results:
+            result.status = "done"
+            self.finish_episode(result)
+
+    def run(self) -> None:
         args = self.args
         t0 = time.monotonic()
         try:
@@ -396,42 +539,10 @@ class BagEvaluation:
                 self.info.storage = bag.storage
                 self.info.bag_start_ns = bag.start_ns
                 self.info.notes += bag.notes
-                camera_topic = bag.image_topic(args.camera_topic)
-                self.info.camera_topic = camera_topic
-                episodes = self.load_episodes(bag)
-                self.results = [EpisodeResult(ep) for ep in episodes]
-                self.info.settings = (f"steps {args.steps}, seed {args.seed}, text guidance {args.text_guidance}, "
-                                      f"image guidance {args.image_guidance}, reached threshold "
-                                      f"{args.reached_threshold}")
-                self.load_predictor()
-                self._csv_file = open(self.output / "progress.csv", "w", newline="")
-                self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS)
-                self._csv.writeheader()
-                first = min(ep.start_ns for ep in episodes)
-                last = max(ep.end_ns for ep in episodes)
-                open_results = list(self.results)
-                progress_bar = tqdm(total=bag.topics[camera_topic].count, unit="msg", desc="scoring frames",
-                                    dynamic_ncols=True)
-                with progress_bar:
-                    for item in bag.frames(camera_topic, first, last):
-                        progress_bar.update(1)
-                        active = [r for r in open_results if r.episode.start_ns <= item.log_ns < r.episode.end_ns]
-                        if isinstance(item, SkippedMessage):
-                            self.info.skipped[f"{item.topic}: {item.reason}"] += 1
-                            for result in active:
-                                result.skipped[item.reason] += 1
-                            continue
-                        self.info.frames_read += 1
-                        for result in [r for r in open_results if r.episode.end_ns <= item.log_ns]:
-                            self.finish_episode(result)
-                            open_results.remove(result)
-                        for result in active:
-                            if result.status == "pending":
-                                self.start_episode(result, item)
-                            if result.status == "scoring":
-                                self.score(result, item)
-                for result in open_results:
-                    self.finish_episode(result)
+                if args.recorded_progress is not None:
+                    self.evaluate_recorded(bag)
+                else:
+                    self.evaluate_predicted(bag)
         except BaseException as exc:
             self.info.error = (str(exc) or type(exc).__name__) if not isinstance(exc, KeyboardInterrupt) \
                 else "interrupted (Ctrl-C)"

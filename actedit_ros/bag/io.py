@@ -25,6 +25,8 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STRING_TYPE = "std_msgs/msg/String"
+PROGRESS_TYPE = "actedit_ros/msg/Progress"
+GOAL_TYPE = "actedit_ros/msg/GoalImage"
 SUPPORTED_STORAGE = ("mcap", "sqlite3")
 STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 ROS_TYPESTORE = Stores.ROS2_KILTED
@@ -276,6 +278,28 @@ class BagReader:
             return requested
         found = self.topics_of_type([STRING_TYPE])
         return found[0] if len(found) == 1 else None
+
+    def single_topic(self, msgtype: str, requested: str | None = None, option: str = "a topic option",
+                     required: bool = True) -> str | None:
+        """`requested` (checked to have `msgtype`), else the bag's only topic of `msgtype`.
+
+        Without a request, no such topic gives None when not `required`; several always raise.
+        """
+        topics = self.topics
+        if requested:
+            if requested not in topics:
+                raise BagError(f"topic {requested!r} is not in bag {self.path}; its topics: {self.describe_topics()}")
+            if topics[requested].msgtype != msgtype:
+                raise BagError(f"topic {requested!r} in bag {self.path} has type {topics[requested].msgtype}, "
+                               f"not {msgtype}")
+            return requested
+        found = self.topics_of_type([msgtype])
+        if len(found) > 1:
+            raise BagError(f"bag {self.path} has {len(found)} {msgtype} topics ({', '.join(found)}); "
+                           f"choose one with {option}")
+        if not found and required:
+            raise BagError(f"bag {self.path} has no {msgtype} topic; its topics: {self.describe_topics()}")
+        return found[0] if found else None
 
     def messages(self, topics: Iterable[str] = (), start_ns: int | None = None,
                  stop_ns: int | None = None) -> Iterator[BagMessage]:
