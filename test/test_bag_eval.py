@@ -240,3 +240,20 @@ def test_eval_recorded_progress_of_the_node(tmp_path):
     assert result["final_progress"] == pytest.approx(0.9)
     assert read_png(out / "episode_000.png").std() > 10
     assert "g-7 (1 stale repeats)" in (out / "summary.md").read_text()
+
+
+def test_eval_oracle_goal_needs_no_model(tmp_path):
+    """--oracle-goal: the episode's last frame is the goal, so the last frame scores raw progress 1."""
+    written = write_world_bag(tmp_path / "bag", seeds=(6,), regime="fixed", size=SIZE, num_frames=FRAMES,
+                              storage="sqlite3")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bag"), "-o", str(out), "--oracle-goal", "--model", str(tmp_path / "not_there")]) == 0
+    rows = read_csv(out / "progress.csv")
+    assert len(rows) == FRAMES
+    assert float(rows[-1]["raw_progress"]) == pytest.approx(1.0, abs=1e-3)
+    assert float(rows[0]["raw_progress"]) == pytest.approx(0.0, abs=1e-3)
+    last = generate_episode(seed=6, regime="fixed", split="test", size=SIZE, num_frames=FRAMES).frames[-1]
+    np.testing.assert_array_equal(cv2.cvtColor(read_png(out / "episode_000_goal.png"), cv2.COLOR_BGR2RGB), last)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].startswith("none: --oracle-goal")
+    assert summary["episodes"][0]["instruction"] == written[0].instruction

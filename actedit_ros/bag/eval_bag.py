@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "absolute = Unix seconds of the log time, auto = absolute when >= 1e9 (default: auto)")
     parser.add_argument("--model", default=None,
                         help="diffusers model folder for the goal predictor (default: the embedded default model)")
+    parser.add_argument("--oracle-goal", action="store_true",
+                        help="use each episode's last camera frame as its goal instead of predicting one (no model "
+                             "runs): measures the progress scorer alone, an upper bound for predicted goals")
     parser.add_argument("--steps", type=int, default=20, help="diffusion sampling steps per goal (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed for every goal (default: 0)")
     parser.add_argument("--device", default="auto", help="torch device for the predictor: auto, cpu, cuda, ... "
@@ -103,6 +106,7 @@ class EpisodeResult:
     skipped: Counter = field(default_factory=Counter)
     scorer: object = None
     figure: str | None = None
+    goal_label: str = "predicted goal"
     stale: int = 0  # recorded progress messages flagged stale (repeats while no camera frame came)
 
     @property
@@ -187,7 +191,7 @@ def write_episode_figure(result: EpisodeResult, path: Path, reached_threshold: f
 
     fig = Figure(figsize=(9, 6.5), dpi=100, layout="constrained")
     grid = fig.add_gridspec(2, 3, height_ratios=(1, 1.3))
-    for column, (title, image) in enumerate((("start frame", result.start_rgb), ("predicted goal", result.goal_rgb),
+    for column, (title, image) in enumerate((("start frame", result.start_rgb), (result.goal_label, result.goal_rgb),
                                              ("final frame", result.final_rgb))):
         ax = fig.add_subplot(grid[0, column])
         if image is not None:
@@ -309,6 +313,7 @@ class BagEvaluation:
         self.info = RunInfo(bag=str(args.bag))
         self.results: list[EpisodeResult] = []
         self.predictor = None
+        self.oracle_goals: dict[int, np.ndarray] = {}
         self._csv_file = None
         self._csv = None
 
@@ -346,21 +351,34 @@ class BagEvaluation:
                                    "about goal prediction; pass --model with a trained model")
 
     # -- per-frame work -------------------------------------------------------------------------------------------
+    def find_oracle_goals(self, bag: BagReader, camera_topic: str, first: int, last: int) -> None:
+        """The last decodable frame of each episode (a pre-pass over the camera topic)."""
+        self.oracle_goals = {}
+        for item in bag.frames(camera_topic, first, last):
+            if isinstance(item, BagFrame):
+                for result in self.results:
+                    if result.episode.start_ns <= item.log_ns < result.episode.end_ns:
+                        self.oracle_goals[result.episode.index] = item.rgb
+
     def start_episode(self, result: EpisodeResult, frame: BagFrame) -> None:
         from actedit_ros.progress import ProgressScorer
 
         args = self.args
         result.first_frame_ns = frame.log_ns
         result.start_rgb = frame.rgb
-        try:
-            prediction = self.predictor.predict(frame.rgb, result.episode.instruction, steps=args.steps,
-                                                text_guidance=args.text_guidance, image_guidance=args.image_guidance,
-                                                seed=args.seed)
-        except ValueError as exc:
-            result.status, result.detail = "prediction failed", str(exc)
-            return
-        result.goal_rgb = prediction.images[0]
-        result.prediction_seconds = float(prediction.seconds)
+        if args.oracle_goal:
+            result.goal_rgb = self.oracle_goals[result.episode.index]
+            result.goal_label = "goal: the episode's last frame"
+        else:
+            try:
+                prediction = self.predictor.predict(frame.rgb, result.episode.instruction, steps=args.steps,
+                                                    text_guidance=args.text_guidance,
+                                                    image_guidance=args.image_guidance, seed=args.seed)
+            except ValueError as exc:
+                result.status, result.detail = "prediction failed", str(exc)
+                return
+            result.goal_rgb = prediction.images[0]
+            result.prediction_seconds = float(prediction.seconds)
         save_rgb_png(self.output / f"{result.name}_goal.png", result.goal_rgb)
         result.scorer = ProgressScorer(result.start_rgb, result.goal_rgb, reached_threshold=args.reached_threshold)
         result.status = "scoring"
@@ -419,10 +437,15 @@ class BagEvaluation:
         self.results = [EpisodeResult(ep) for ep in episodes]
         self.info.settings = (f"steps {args.steps}, seed {args.seed}, text guidance {args.text_guidance}, "
                               f"image guidance {args.image_guidance}, reached threshold {args.reached_threshold}")
-        self.load_predictor()
-        self._open_csv()
         first = min(ep.start_ns for ep in episodes)
         last = max(ep.end_ns for ep in episodes)
+        if args.oracle_goal:
+            self.find_oracle_goals(bag, camera_topic, first, last)
+            self.info.model = "none: --oracle-goal (each episode's last frame is its goal)"
+            self.info.settings = f"reached threshold {args.reached_threshold}"
+        else:
+            self.load_predictor()
+        self._open_csv()
         open_results = list(self.results)
         progress_bar = tqdm(total=bag.topics[camera_topic].count, unit="msg", desc="scoring frames",
                             dynamic_ncols=True)
@@ -497,6 +520,7 @@ class BagEvaluation:
                     result = by_goal[msg.goal_id] = EpisodeResult(episode, status="scoring", detail=msg.goal_id)
                     if goal:
                         result.start_rgb, result.goal_rgb = goal[2], goal[3]
+                        result.goal_label = "goal published by the node"
                     self.results.append(result)
                 if msg.stale:
                     result.stale += 1
