@@ -251,3 +251,16 @@ def test_play_bag_sends_instructions_to_the_predict_service(ros, world_bag):
     assert requests == [(written.instruction, "rgb8", -1)]
     np.testing.assert_array_equal(images[0], frames[0])  # the request carries the episode's first frame
     assert f"goal g-1 for {written.instruction!r}" in log
+
+
+def test_record_bag_reports_a_topic_it_cannot_record(tmp_path):
+    output = tmp_path / "bag"
+    result = subprocess.run([sys.executable, "-m", "actedit_ros.ros.record_bag", "-o", str(output), "--storage",
+                             "sqlite3", "--topics", "/weird:no_such_pkg/msg/Thing", "/quiet:std_msgs/msg/String",
+                             "--duration", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "not recorded /weird: message type no_such_pkg/msg/Thing is not importable" in result.stderr
+    assert "Traceback" not in result.stderr
+    with BagReader(output) as bag:  # closed properly, with the topic that could be recorded
+        assert bag.storage == "sqlite3"
+        assert {name: t.count for name, t in bag.topics.items()} == {"/quiet": 0}

@@ -9,6 +9,8 @@ Each topic is subscribed once it is discovered (its type comes from the graph un
 a QoS matching its publishers: reliable when all publishers are reliable, transient-local (latched, like the
 node's ~/goal) when all publishers are. Recording stops after --duration seconds, after --max-messages, or on
 Ctrl-C / SIGTERM; the bag is always closed properly (metadata.yaml written) so it can be read afterwards.
+A topic that cannot be recorded (its type is not importable or unknown to the typestore) is reported and the
+others are still recorded; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class BagRecorder:
         self.max_messages = max_messages
         self.stop = stop
         self.subscriptions = {}
+        self.unrecordable: dict[str, str] = {}  # topic -> why it cannot be recorded
         self.total = 0
         self.lock = threading.Lock()
 
@@ -102,15 +105,21 @@ class BagRecorder:
         """Subscribe to every wanted topic whose type is known (given, or published in the graph)."""
         graph = dict(self.node.get_topic_names_and_types())
         for topic, msgtype in self.wanted.items():
-            if topic in self.subscriptions:
+            if topic in self.subscriptions or topic in self.unrecordable:
                 continue
             if msgtype is None and topic in graph:
                 types = graph[topic]
                 if len(types) != 1:
-                    raise BagError(f"topic {topic} has several types {types}; give one as {topic}:TYPE")
+                    self.unrecordable[topic] = f"it has several types {types}; give one as {topic}:TYPE"
+                    self.node.get_logger().error(f"not recording {topic}: {self.unrecordable[topic]}")
+                    continue
                 msgtype = types[0]
             if msgtype is not None:
-                self._subscribe(topic, msgtype)
+                try:
+                    self._subscribe(topic, msgtype)
+                except (BagError, ImportError) as exc:
+                    self.unrecordable[topic] = str(exc)
+                    self.node.get_logger().error(f"not recording {topic}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 deadline = None if args.duration is None else time.monotonic() + args.duration
                 next_discovery = 0.0
                 while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                    if time.monotonic() >= next_discovery and len(recorder.subscriptions) < len(topics):
+                    if time.monotonic() >= next_discovery and \
+                            len(recorder.subscriptions) + len(recorder.unrecordable) < len(topics):
                         recorder.discover()
                         next_discovery = time.monotonic() + 0.2
                     executor.spin_once(timeout_sec=0.05)
@@ -162,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{t}: {n}" for t, n in writer.counts.items()) or "nothing"
-    never = [t for t in topics if recorder is None or t not in recorder.subscriptions]
+    failed = recorder.unrecordable if recorder else {}
+    never = [t for t in topics if recorder is None or (t not in recorder.subscriptions and t not in failed)]
     print(f"{PROG}: wrote {args.output} ({counts})"
-          + (f"; never discovered: {', '.join(never)}" if never else ""), file=sys.stderr)
-    return 0
+          + (f"; never discovered: {', '.join(never)}" if never else "")
+          + "".join(f"; not recorded {t}: {why}" for t, why in failed.items()), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
