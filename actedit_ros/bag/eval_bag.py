@@ -11,6 +11,7 @@ Outputs in --output:
   summary.md            per-episode VOC, final progress, reached time, skipped messages (also on errors)
   summary.json          the same numbers for programs
 
+With --oracle-goal no model runs either: each episode's last frame is its goal, which measures the scorer alone.
 With --recorded-progress no model runs: the bag holds what the goal node published live (recorded with
 actedit-record-bag, e.g. while actedit-play-bag fed it), and the same outputs are made from those messages.
 """
@@ -586,7 +587,12 @@ class BagEvaluation:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    if not 0.0 < args.reached_threshold <= 1.0:
+        parser.error(f"--reached-threshold must be in (0, 1], got {args.reached_threshold}")
     output = Path(args.output)
     try:
         output.mkdir(parents=True, exist_ok=True)
