@@ -167,3 +167,10 @@ def test_dataset_writer_writes_index_split_by_episode(tmp_path):
 def test_dataset_cli_reports_bad_input(tmp_path, capsys):
     assert dataset_main(["--out", str(tmp_path), "--train", "-1", "--test", "0"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_readout_calls_noise_unreadable():
+    ep = generate_episode(5, "fixed", "test", (64, 64), num_frames=2)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    result = EndStateReadout(ep).read(noise)
+    assert result.label == "unreadable" and not result.correct

@@ -4,6 +4,8 @@ Given an episode and an image (a predicted goal, or a real frame), every end sta
 action - the true one, the same action on a distractor, every other possible action, and "nothing changed" - is
 rendered with the episode's start and end camera poses. The image shows the candidate it is closest to, measured only
 where the candidates differ from one another (so the static background does not drown out a small moved object).
+An image that is far from every candidate (mean absolute error over those pixels above `max_distance`, e.g. noise)
+reads as "unreadable" rather than as whichever candidate happens to be nearest.
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from .episode import Episode, end_state_of, possible_actions
 from .scene import render_view
 
 NO_CHANGE = "no_change"
+UNREADABLE = "unreadable"
 
 
 @dataclass
 class Readout:
-    """label: the candidate the image shows ("action:target[:reference]" or "no_change");
+    """label: the candidate the image shows ("action:target[:reference]", "no_change" or "unreadable");
     correct: whether that is the episode's true end state; distances: label -> distance (lower is closer)."""
 
     label: str
@@ -35,8 +38,10 @@ def _label(action: str, target: str, reference: str) -> str:
 class EndStateReadout:
     """Candidate end states of one episode, rendered once; call `read(image)` for any number of images."""
 
-    def __init__(self, episode: Episode, size: tuple[int, int] | None = None, blur_sigma: float = 1.0):
+    def __init__(self, episode: Episode, size: tuple[int, int] | None = None, blur_sigma: float = 1.0,
+                 max_distance: float = 40.0):
         self.episode = episode
+        self.max_distance = max_distance
         self.size = tuple(size or episode.size)
         self.true_label = _label(episode.action, episode.target, episode.reference)
         start = episode.start_state.copy()
@@ -82,7 +87,8 @@ class EndStateReadout:
             best = err if best is None else np.minimum(best, err)
         k = int(np.argmin(best))
         distances = {lab: float(d) for lab, d in zip(self.labels, best)}
-        return Readout(label=self.labels[k], correct=self.labels[k] == self.true_label, distances=distances)
+        label = self.labels[k] if best[k] <= self.max_distance else UNREADABLE
+        return Readout(label=label, correct=label == self.true_label, distances=distances)
 
 
 def read_end_state(image: np.ndarray, episode: Episode) -> Readout:

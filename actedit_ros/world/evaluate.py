@@ -1,0 +1,207 @@
+"""actedit-eval: how well goal-image models predict the end of held-out world episodes.
+
+For every held-out test episode of both camera regimes the model predicts the goal from the start frame and the
+instruction. Reported per action type, per regime, per phrasing kind (template / paraphrase / unseen verb) and
+overall:
+
+- PSNR and SSIM of the predicted goal against the true end frame, next to the copy-the-input baseline (the start
+  frame taken as the goal);
+- action accuracy: the pixel readout (`world/readout.py`, no model involved) decides which end state the prediction
+  shows among the true one, the same action on distractors, every other possible action and "nothing changed".
+
+    actedit-eval                                   # the embedded default model
+    actedit-eval --model editaction=work_dirs/default_model/editaction --model ip2p=work_dirs/default_model/ip2p
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .episode import ACTION_TYPES, PHRASING_KINDS, REGIMES, generate_episode
+from .readout import EndStateReadout
+
+COPY = "copy input"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from actedit_ros.progress.metrics import ssim
+
+    return ssim(a, b)
+
+
+def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[int, int], steps: int,
+                    text_guidance: float, image_guidance: float, seed: int, device: str,
+                    sheet_path: Path | None = None) -> list[dict]:
+    """One record per (episode, model) with the metrics; the copy baseline is the model named COPY."""
+    from actedit_ros.editing import GoalPredictor
+
+    predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler="euler_ancestral")
+                  for name, path in models.items()}
+    records, sheet_rows = [], []
+    plan = [(s, regime) for s in range(episodes) for regime in REGIMES]
+    for ep_seed, regime in tqdm(plan, desc="actedit-eval", unit="ep"):
+        ep = generate_episode(ep_seed, regime, "test", size=size, num_frames=2)
+        start, end = ep.frames[0], ep.frames[-1]
+        readout = EndStateReadout(ep)
+        common = {"episode": ep.episode_id, "regime": regime, "action": ep.action, "phrasing": ep.phrasing,
+                  "held_out_combo": ep.held_out_combo, "instruction": ep.instruction}
+        outputs = {COPY: (start, 0.0)}
+        for name, predictor in predictors.items():
+            pred = predictor.predict(start, ep.instruction, steps=steps, text_guidance=text_guidance,
+                                     image_guidance=image_guidance, seed=seed)
+            outputs[name] = (pred.images[0], pred.seconds)
+        for name, (image, seconds) in outputs.items():
+            read = readout.read(image)
+            records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
+                            "correct": bool(read.correct), "read_as": read.label, "seconds": seconds})
+        if sheet_path is not None and len(sheet_rows) < 16:
+            sheet_rows.append((ep.instruction, [start] + [outputs[n][0] for n in predictors] + [end]))
+    if sheet_path is not None and sheet_rows:
+        _write_sheet(sheet_path, sheet_rows, ["start"] + list(predictors) + ["true end"])
+    return records
+
+
+def _write_sheet(path: Path, rows, columns: list[str]) -> None:
+    """A PNG: one row per episode (start | each model's goal | true end) under its instruction."""
+    scale = max(1, 128 // rows[0][1][0].shape[0])
+    blocks = []
+    header = np.full((18, 1, 3), 255, np.uint8)
+    for instruction, images in rows:
+        big = [cv2.resize(im, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for im in images]
+        line = np.concatenate([np.pad(b, ((0, 0), (0, 4), (0, 0)), constant_values=255) for b in big], 1)
+        label = np.full((18, line.shape[1], 3), 255, np.uint8)
+        cv2.putText(label, instruction, (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        blocks += [label, line]
+        header = np.full((18, line.shape[1], 3), 255, np.uint8)
+    width = blocks[1].shape[1] // len(columns)
+    for i, name in enumerate(columns):
+        cv2.putText(header, name, (i * width + 2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 120), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header] + blocks, 0), cv2.COLOR_RGB2BGR))
+
+
+def _summary(records: list[dict]) -> dict:
+    return {"n": len(records), "psnr": float(np.mean([r["psnr"] for r in records])),
+            "ssim": float(np.mean([r["ssim"] for r in records])),
+            "accuracy": float(np.mean([r["correct"] for r in records]))}
+
+
+def markdown_tables(records: list[dict], command: str) -> str:
+    """Markdown: a summary table per model, then per-group tables (action, regime, phrasing) for every model."""
+    models = list(dict.fromkeys(r["model"] for r in records))
+    by = defaultdict(list)
+    for r in records:
+        by[r["model"]].append(r)
+    lines = [f"Command: `{command}`", ""]
+    lines += ["| model | episodes | PSNR (dB) | SSIM | action acc. | acc. template | acc. paraphrase | "
+              "acc. unseen verb | acc. fixed cam | acc. head cam | acc. held-out combos |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        rs = by[m]
+        s = _summary(rs)
+
+        def acc(pred):
+            sel = [r["correct"] for r in rs if pred(r)]
+            return f"{100 * np.mean(sel):.0f}% ({len(sel)})" if sel else "-"
+
+        lines.append(f"| {m} | {s['n']} | {s['psnr']:.2f} | {s['ssim']:.3f} | {100 * s['accuracy']:.1f}% | "
+                     f"{acc(lambda r: r['phrasing'] == 'template')} | {acc(lambda r: r['phrasing'] == 'paraphrase')} | "
+                     f"{acc(lambda r: r['phrasing'] == 'unseen_verb')} | {acc(lambda r: r['regime'] == 'fixed')} | "
+                     f"{acc(lambda r: r['regime'] == 'head')} | {acc(lambda r: r['held_out_combo'])} |")
+    lines += ["", "Per action type (PSNR dB / SSIM / action accuracy; copy-input baseline first):", ""]
+    head = "| action | n | " + " | ".join(models) + " |"
+    lines += [head, "|---|---|" + "---|" * len(models)]
+    groups = [("action", a) for a in ACTION_TYPES] + [("regime", g) for g in REGIMES] + \
+        [("phrasing", p) for p in PHRASING_KINDS]
+    for key, value in groups:
+        cells = []
+        n = 0
+        for m in models:
+            rs = [r for r in by[m] if r[key] == value]
+            n = len(rs)
+            if rs:
+                s = _summary(rs)
+                cells.append(f"{s['psnr']:.1f} / {s['ssim']:.2f} / {100 * s['accuracy']:.0f}%")
+            else:
+                cells.append("-")
+        label = value if key == "action" else f"*{key}: {value}*"
+        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actedit-eval", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Evaluate goal-image models on held-out synthetic world episodes (both camera regimes): "
+                    "PSNR/SSIM against the true end frame vs the copy-the-input baseline, and action accuracy by a "
+                    "model-free pixel readout of the end state; a markdown table is printed and written.")
+    parser.add_argument("--model", action="append", default=None, metavar="[NAME=]PATH",
+                        help="model directory to evaluate (repeat to compare several; 'default' or no flag = the "
+                             "embedded default model)")
+    parser.add_argument("--episodes", type=int, default=100,
+                        help="held-out test episodes per camera regime (seeds 0..N-1 of the test split)")
+    parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("WIDTH", "HEIGHT"),
+                        help="episode image size (the default model works at 64x64)")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps per prediction")
+    parser.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale")
+    parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"),
+                        help="folder for table.md, records.jsonl and examples.png")
+    return parser
+
+
+def _parse_models(values: list[str] | None) -> dict[str, str | None]:
+    models: dict[str, str | None] = {}
+    for value in values or ["default"]:
+        name, _, path = value.rpartition("=") if "=" in value else ("", "", value)
+        path_or_default = None if path == "default" else path
+        name = name or ("default" if path_or_default is None else Path(path).name)
+        if name == COPY or name in models:
+            raise ValueError(f"model name {name!r} is used twice or reserved; give NAME=PATH")
+        models[name] = path_or_default
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from actedit_ros.editing import ModelLoadError
+
+    try:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        models = _parse_models(args.model)
+        started = time.time()
+        records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
+                                  args.image_guidance, args.seed, args.device, args.out / "examples.png")
+    except (ValueError, ModelLoadError) as err:
+        print(f"actedit-eval: error: {err}", file=sys.stderr)
+        return 2
+    command = "actedit-eval " + " ".join(argv if argv is not None else sys.argv[1:])
+    table = markdown_tables(records, command.strip())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table)
+    with open(args.out / "records.jsonl", "w", encoding="utf-8") as handle:
+        for r in records:
+            handle.write(json.dumps(r) + "\n")
+    print(table)
+    print(f"({time.time() - started:.0f} s; written to {args.out}/table.md, records.jsonl, examples.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

