@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "validation images use the EMA weights")
     optim.add_argument("--ema-decay", type=float, default=0.999,
                        help="EMA decay (diffusers EMAModel: ramps up as (1+step)/(10+step) to this value)")
+    optim.add_argument("--stop-at-step", type=int, default=None,
+                       help="end this invocation after this optimizer step (checkpoint saved, model exported) without "
+                            "changing the run's schedule, which --max-train-steps defines; continue later with "
+                            "--resume-from-checkpoint latest. For training in slices on a shared machine")
+    optim.add_argument("--num-threads", type=int, default=None,
+                       help="CPU threads for torch (default: torch's choice). On a busy shared machine 1 can be faster")
     optim.add_argument("--seed", type=int, default=0,
                        help="seeds the data order, every per-step random draw and a random-init UNet")
 
@@ -204,6 +210,10 @@ def check_args(args: argparse.Namespace) -> None:
                             f"got {probs}")
     if args.diffusion_loss_weight == 0 and args.action_loss_weight == 0 and not args.regularizer_weight:
         raise TrainingError("every loss term is switched off (all weights are 0)")
+    if args.stop_at_step is not None and args.stop_at_step <= 0:
+        raise TrainingError(f"--stop-at-step must be > 0, got {args.stop_at_step}")
+    if args.num_threads is not None and args.num_threads <= 0:
+        raise TrainingError(f"--num-threads must be > 0, got {args.num_threads}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
         raise TrainingError(f"--snr-gamma must be > 0, got {args.snr_gamma}")
     if not 0 <= args.ema_decay < 1:
@@ -307,6 +317,26 @@ def random_unet_from_config(config_path: str, seed: int, vae, text_encoder):
         raise TrainingError(f"--unet-config {path} is not a valid UNet2DConditionModel config: {err}") from err
 
 
+def export_scheduler(scheduler, prediction_type: str):
+    """The starting model's scheduler with the trained ``prediction_type``.
+
+    diffusers' Euler-ancestral sampler cannot step an x0-predicting ("sample") model, so such a model is exported
+    with a DDIM scheduler (same noise schedule) instead.
+    """
+    import diffusers
+
+    scheduler_class = type(scheduler)
+    if prediction_type == "sample" and scheduler_class.__name__ == "EulerAncestralDiscreteScheduler":
+        scheduler_class = diffusers.DDIMScheduler
+    return scheduler_class.from_config(scheduler.config, prediction_type=prediction_type)
+
+
+def validation_sampler(prediction_type: str) -> str:
+    """The GoalPredictor sampler used for validation grids: InstructPix2Pix's Euler-ancestral when it supports the
+    prediction type, DDIM for x0-prediction."""
+    return "ddim" if prediction_type == "sample" else "euler_ancestral"
+
+
 def export_model(out_dir: Path, unet, components, source_index: dict, prediction_type: str, resolution: int) -> None:
     """Write a diffusers-format InstructPix2Pix directory (safetensors) that the project's loader reads."""
     from actedit_ros.editing.loading import TEXT_ENCODER_PACKAGE_KEY
@@ -319,7 +349,7 @@ def export_model(out_dir: Path, unet, components, source_index: dict, prediction
     if not text_package:
         components.text_encoder.save_pretrained(out_dir / "text_encoder", safe_serialization=True)
         components.tokenizer.save_pretrained(out_dir / "tokenizer")
-    scheduler = type(components.scheduler).from_config(components.scheduler.config, prediction_type=prediction_type)
+    scheduler = export_scheduler(components.scheduler, prediction_type)
     scheduler.save_pretrained(out_dir / "scheduler")
     write_model_index(out_dir, text_encoder=type(components.text_encoder).__name__,
                       tokenizer=type(components.tokenizer).__name__, scheduler=type(scheduler).__name__,
@@ -425,6 +455,17 @@ def write_validation_grid(path: Path, rows: list[tuple[np.ndarray, np.ndarray, n
 # ----------------------------------------------------------------------------------------------------------- main
 def train(args: argparse.Namespace) -> Path:
     """Run (or resume) training as configured; returns the exported model directory."""
+    check_args(args)
+    previous_threads = torch.get_num_threads()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(args: argparse.Namespace) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
     from diffusers import DDPMScheduler
@@ -435,7 +476,6 @@ def train(args: argparse.Namespace) -> Path:
     from actedit_ros.editing import EditActionComponents, GoalPredictor
     from actedit_ros.editing.loading import make_scheduler
 
-    check_args(args)
     output_dir = Path(args.output_dir).expanduser().resolve()
     accelerator = Accelerator(mixed_precision=args.mixed_precision,
                               project_config=ProjectConfiguration(project_dir=str(output_dir)))
@@ -557,11 +597,10 @@ def train(args: argparse.Namespace) -> Path:
 
     # ---- text embeddings and validation go through the inference code (one encoding for train and predict)
     def make_predictor() -> GoalPredictor:
-        scheduler_config = type(components.scheduler).from_config(components.scheduler.config,
-                                                                   prediction_type=prediction_type).config
+        scheduler_config = export_scheduler(components.scheduler, prediction_type).config
         view = EditActionComponents(unet=accelerator.unwrap_model(unet), vae=vae, text_encoder=text_encoder,
                                     tokenizer=components.tokenizer,
-                                    scheduler=make_scheduler(scheduler_config, "euler_ancestral"),
+                                    scheduler=make_scheduler(scheduler_config, validation_sampler(prediction_type)),
                                     model_path=output_dir, resolution=resolution, device=accelerator.device,
                                     dtype=torch.float32)
         return GoalPredictor(view, cache_size=args.text_cache_size)
@@ -651,7 +690,8 @@ def train(args: argparse.Namespace) -> Path:
     progress = tqdm(total=args.max_train_steps, initial=global_step, desc="actedit-train",
                     disable=args.no_progress or not main_process, dynamic_ncols=True)
     scaling = vae.config.scaling_factor
-    while global_step < args.max_train_steps:
+    last_step = min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
+    while global_step < last_step:
         started = time.perf_counter()
         logs: dict[str, float] = {}
         for micro in range(accumulation):
