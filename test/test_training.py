@@ -105,6 +105,11 @@ def test_dataset_items_and_mirrored_instructions(squares):
     assert item["input_pixels"].shape == (3, 32, 32) and item["input_pixels"].dtype == torch.uint8
     pixels = tdata.to_model_range(item["input_pixels"][None])
     assert pixels.min() >= -1 and pixels.max() <= 1
+    # keep-aspect: the resolution is a pixel budget (like inference), not necessarily a multiple of the model's.
+    kept = tdata.EditPairDataset(squares, 33, split="train", image_mode="keep-aspect", size_multiple=8)
+    assert kept[0]["edited_pixels"].shape == (3, 32, 32)
+    with pytest.raises(tdata.DatasetError, match="multiple of 8"):
+        tdata.EditPairDataset(squares, 33, split="train", image_mode="crop", size_multiple=8)
     assert tdata.mirror_instruction("Move the cup Left, then right") == "Move the cup Right, then left"
     assert tdata.mirror_instruction("open the drawer") == "open the drawer"
 

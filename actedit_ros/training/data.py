@@ -147,9 +147,9 @@ class EditPairDataset(torch.utils.data.Dataset):
                  image_mode: str = "crop", size_multiple: int = 8, max_pairs: int | None = None):
         if image_mode not in IMAGE_MODES:
             raise DatasetError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
-        if resolution <= 0 or resolution % size_multiple:
+        if resolution <= 0 or (image_mode == "crop" and resolution % size_multiple):
             raise DatasetError(f"resolution {resolution} must be a positive multiple of {size_multiple} "
-                               f"(the model's VAE x UNet downsampling)")
+                               f"(the model's VAE x UNet downsampling) in 'crop' mode")
         self.dataset_dir = Path(dataset_dir)
         self.pairs = read_index(dataset_dir, split=split)
         if max_pairs is not None:
