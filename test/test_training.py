@@ -17,8 +17,8 @@ from actedit_ros.editing import GoalPredictor, load_components
 from actedit_ros.editing.tiny import make_tiny_model
 from actedit_ros.training import data as tdata
 from actedit_ros.training import losses
-from actedit_ros.training.train import (TrainingError, build_parser, dropout_masks, main, micro_batch_generator,
-                                        random_unet_from_config, train, widen_conv_in)
+from actedit_ros.training.train import (LatentCache, TrainingError, build_parser, dropout_masks, encode_latents, main,
+                                        micro_batch_generator, random_unet_from_config, train, widen_conv_in)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
@@ -269,6 +269,18 @@ def test_random_unet_config_is_checked(tmp_path, tiny_model, tiny_components):
         random_unet_from_config(bad, 3, tiny_components.vae, tiny_components.text_encoder)
 
 
+def test_latent_cache_matches_the_vae_and_encodes_each_image_once(tiny_components):
+    vae = tiny_components.vae
+    pixels = torch.rand(3, 3, 32, 32) * 2 - 1
+    cache = LatentCache()
+    mean, std = cache.encode(vae, pixels, [("input", 0, False), ("input", 1, False), ("input", 2, False)])
+    reference_mean, reference_std = encode_latents(vae, pixels)
+    assert torch.allclose(mean, reference_mean, atol=1e-5) and torch.allclose(std, reference_std, atol=1e-5)
+    # A cached key is not encoded again: other pixels under the same key give the cached value.
+    again, _ = cache.encode(vae, torch.zeros_like(pixels), [("input", 2, False), ("input", 0, False), ("x", 9, True)])
+    assert torch.equal(again[0], mean[2]) and torch.equal(again[1], mean[0]) and len(cache.entries) == 4
+
+
 # --------------------------------------------------------------------------------------------------------- dropout
 def test_conditioning_dropout_rates_as_configured():
     generator = torch.Generator().manual_seed(0)
@@ -327,7 +339,8 @@ def test_two_steps_freeze_what_must_stay_frozen_and_write_a_loadable_model(tmp_p
 def test_resume_continues_exactly(tmp_path, tiny_model, squares):
     common = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--use-ema", "--ema-decay", "0.9",
               "--action-loss-weight", "0.05", "--regularizer-weight", "0.5", "--gradient-accumulation-steps", "2",
-              "--lr-scheduler", "linear", "--checkpointing-steps", "2", "--drop-text-prob", "0.3")
+              "--lr-scheduler", "linear", "--checkpointing-steps", "2", "--drop-text-prob", "0.3", "--cache-latents",
+              "--random-flip")
     # 12 pairs / batch 4 = 3 micro-batches per epoch, 2 per step: the resume at step 2 starts mid-epoch and the run
     # goes on across the next epoch boundary.
     straight = tmp_path / "straight"
