@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,69 @@ def _load_frames(dataset_dir: Path, limit: int) -> np.ndarray:
     return np.stack([cv2.cvtColor(cv2.imread(str(dataset_dir / p)), cv2.COLOR_BGR2RGB) for p in paths[:limit]])
 
 
+FIXED_ENCODER_K = 100.0  # constant channels that make GroupNorm's statistics image-independent (see below)
+FIXED_ENCODER_SHIFT = 20.0  # moves values into SiLU's linear range
+
+
+def fixed_encoder_vae(seed: int = 0):
+    """An AutoencoderKL whose encoder is set by hand to a fixed linear map: latent = (R, G, B, D) averaged over each
+    4x4 pixel block, D = left-minus-right luminance (sub-block edge position); posterior std ~ 5e-5.
+
+    Why: training a VAE from scratch on a busy 2-core CPU took far too long to even keep colours, while this encoder
+    is exact from the start, so the diffusion UNet can train at once; only the decoder (latents -> pixels) is learned
+    (:func:`train_decoder`). How, inside the stock architecture: every ResNet block adds zero (conv2 = 0), the
+    downsampling convs average 2x2 blocks, and the final GroupNorm sees each value paired with its negative plus a
+    +-K constant pair, so its per-image mean is 0 and its std K/2 up to 1e-4: it scales by a constant, and the
+    +SHIFT bias keeps SiLU linear (conv_out subtracts it again).
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    enc, k, shift = vae.encoder, FIXED_ENCODER_K, FIXED_ENCODER_SHIFT
+    with torch.no_grad():
+        for module in enc.modules():
+            if hasattr(module, "conv2") and hasattr(module, "norm1"):  # ResnetBlock2D: output = shortcut(x)
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+        for conv in [enc.conv_in, enc.conv_out, vae.quant_conv, enc.down_blocks[0].downsamplers[0].conv,
+                     enc.down_blocks[1].downsamplers[0].conv, enc.down_blocks[1].resnets[0].conv_shortcut,
+                     enc.down_blocks[2].resnets[0].conv_shortcut]:
+            conv.weight.zero_()
+            conv.bias.zero_()
+        for c in range(3):  # conv_in: RGB into channels 0-2, constants +K, -K into channels 6, 7
+            enc.conv_in.weight[c, c, 1, 1] = 1.0
+        enc.conv_in.bias[6], enc.conv_in.bias[7] = k, -k
+        carried = (0, 1, 2, 6, 7)
+        for level in (0, 1):  # 2x2 averages (taps [0:2, 0:2] of the padded stride-2 conv)
+            conv = enc.down_blocks[level].downsamplers[0].conv
+            for c in carried:
+                conv.weight[c, c, 0:2, 0:2] = 0.25
+        for c in carried:
+            enc.down_blocks[1].resnets[0].conv_shortcut.weight[c, c, 0, 0] = 1.0
+        conv = enc.down_blocks[1].downsamplers[0].conv  # channel 3: left minus right luminance of the block
+        for c in range(3):
+            conv.weight[3, c, 0:2, 0] = 1.0 / 6
+            conv.weight[3, c, 0:2, 1] = -1.0 / 6
+        layout = {0: (0, 1.0), 1: (0, -1.0), 2: (1, 1.0), 3: (1, -1.0), 4: (2, 1.0), 5: (2, -1.0), 6: (6, 1.0),
+                  7: (7, 1.0), 8: (3, 1.0), 9: (3, -1.0), 10: (6, 1.0), 11: (7, 1.0)}
+        shortcut = enc.down_blocks[2].resnets[0].conv_shortcut
+        for out, (src, sign) in layout.items():
+            shortcut.weight[out, src, 0, 0] = sign
+        norm = enc.conv_norm_out
+        norm.weight.zero_()
+        norm.bias.zero_()
+        for c in (0, 2, 4, 8):
+            norm.weight[c], norm.bias[c] = k / 2, shift
+        for latent, c in enumerate((0, 2, 4, 8)):
+            enc.conv_out.weight[latent, c, 1, 1] = 1.0
+        enc.conv_out.bias[:] = -shift  # means: back from the shift; log-variances: -20 (std 4.5e-5)
+        for c in range(8):
+            vae.quant_conv.weight[c, c, 0, 0] = 1.0
+    return vae
+
+
 def _save_optimizer(optimizer, path: Path) -> None:
     """Adam state as safetensors (no pickle): tensors flattened by parameter index, hyper-parameters as JSON."""
     from safetensors.torch import save_file
@@ -91,10 +155,26 @@ def _load_optimizer(optimizer, path: Path) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
-              kl_weight: float = 1e-6, checkpoint_every: int = 100, num_frames: int = 6000, crop: int = 32) -> dict:
-    """Train the small AutoencoderKL on random `crop`-pixel crops of world frames (it is fully convolutional, and
-    crops cost a quarter of whole frames); resumes from `out_dir/checkpoint`. Returns its metrics."""
+def write_encoder_vae(out_dir: Path, dataset_dir: Path, seed: int = 0) -> Path:
+    """The fixed-encoder VAE (random decoder) with scaling_factor = 1 / std of world latents, saved to out_dir/vae."""
+    import torch
+
+    target = out_dir / "encoder_vae"
+    if (target / "config.json").exists():
+        return target
+    vae = fixed_encoder_vae(seed)
+    frames = torch.from_numpy(_load_frames(dataset_dir, 512)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        std = float(vae.encode(frames).latent_dist.mode().std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    vae.save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def train_decoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 16, lr: float = 1e-3,
+                  seed: int = 0, checkpoint_every: int = 100, num_frames: int = 6000) -> dict:
+    """Train the decoder of the fixed-encoder VAE on world frames (L1 + MSE); resumes exactly from
+    `out_dir/checkpoint` (weights, Adam state, step; every draw is seeded by the step). Returns its metrics."""
     import torch
     from diffusers import AutoencoderKL
     from tqdm import tqdm
@@ -102,16 +182,16 @@ def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32
     done_file = out_dir / "metrics.json"
     if done_file.exists():
         return json.loads(done_file.read_text())
-    frames = _load_frames(dataset_dir, num_frames)
-    held = torch.from_numpy(frames[-256:]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    train_frames = torch.from_numpy(frames[:-256]).permute(0, 3, 1, 2).contiguous()
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
-    with torch.no_grad():  # start with a near-deterministic posterior (std ~0.007): latents carry colour from step 1
-        latent = VAE_CONFIG["latent_channels"]
-        vae.quant_conv.weight[latent:].zero_()
-        vae.quant_conv.bias[latent:].fill_(-10.0)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    common = {"local_files_only": True, "use_safetensors": True}
+    vae = AutoencoderKL.from_pretrained(write_encoder_vae(out_dir, dataset_dir, seed), **common)
+    frames = torch.from_numpy(_load_frames(dataset_dir, num_frames)).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():  # the encoder is fixed: encode every frame once
+        latents = torch.cat([vae.encode(frames[i:i + 256].float() / 127.5 - 1).latent_dist.mode()
+                             for i in range(0, len(frames), 256)])
+    held_x, held_z = frames[-256:].float() / 127.5 - 1, latents[-256:]
+    frames, latents = frames[:-256], latents[:-256]
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ckpt = out_dir / "checkpoint"
     step = 0
     if (ckpt / "state.json").exists():
@@ -120,57 +200,50 @@ def train_vae(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 32
         vae.load_state_dict(load_file(str(ckpt / "vae.safetensors")))
         _load_optimizer(optimizer, ckpt / "optimizer.safetensors")
         step = json.loads((ckpt / "state.json").read_text())["step"]
-        log.info("vae: resuming at step %d", step)
+        log.info("decoder: resuming at step %d", step)
     vae.train()
-    bar = tqdm(total=steps, initial=step, desc="vae", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=step, desc="vae decoder", dynamic_ncols=True)
     while step < steps:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # per-step draws: exact resume
-        idx = torch.randint(0, len(train_frames), (batch_size,), generator=generator)
-        oy = int(torch.randint(0, train_frames.shape[-2] - crop + 1, (), generator=generator))
-        ox = int(torch.randint(0, train_frames.shape[-1] - crop + 1, (), generator=generator))
-        x = train_frames[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
-        if torch.rand((), generator=generator) < 0.5:
-            x = x.flip(-1)
+        idx = torch.randint(0, len(frames), (batch_size,), generator=generator)
+        x, z = frames[idx].float() / 127.5 - 1, latents[idx]
         for group in optimizer.param_groups:  # cosine decay to 10%
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
-        posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         recon = vae.decode(z).sample
-        rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
-        kl = posterior.kl().mean() / x[0].numel()
-        loss = rec + kl_weight * kl
+        loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(rec=f"{float(rec):.4f}")
+        bar.set_postfix(loss=f"{float(loss):.4f}")
         if step % checkpoint_every == 0 or step == steps:
-            from safetensors.torch import save_file
-
-            tmp = out_dir / "checkpoint.tmp"
-            tmp.mkdir(parents=True, exist_ok=True)
-            save_file(vae.state_dict(), str(tmp / "vae.safetensors"))
-            _save_optimizer(optimizer, tmp / "optimizer.safetensors")
-            (tmp / "state.json").write_text(json.dumps({"step": step}))
-            if ckpt.exists():
-                shutil.rmtree(ckpt)
-            tmp.rename(ckpt)
+            _save_decoder_checkpoint(vae, optimizer, step, out_dir)
     bar.close()
     vae.eval()
     with torch.no_grad():
-        latents = vae.encode(held).latent_dist
-        recon = vae.decode(latents.mode()).sample.clamp(-1, 1)
-        mse = float(((recon - held) / 2).pow(2).mean())
-        std = float(latents.mode().std())
-    vae.register_to_config(scaling_factor=1.0 / std)  # unit-variance latents for the diffusion model
+        recon = vae.decode(held_z).sample.clamp(-1, 1)
+    mse = float(((recon - held_x) / 2).pow(2).mean())
     vae.save_pretrained(out_dir / "vae", safe_serialization=True)
-    metrics = {"steps": steps, "reconstruction_psnr_db": 10 * np.log10(1.0 / mse), "latent_std": std,
-               "scaling_factor": 1.0 / std, "held_out_frames": int(held.shape[0])}
-    _save_reconstruction_sheet(held[:8], recon[:8], out_dir / "reconstruction.png")
+    metrics = {"decoder_steps": steps, "reconstruction_psnr_db": 10 * np.log10(1.0 / mse),
+               "scaling_factor": vae.config.scaling_factor, "held_out_frames": int(held_x.shape[0])}
+    _save_reconstruction_sheet(held_x[:8], recon[:8], out_dir / "reconstruction.png")
     done_file.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _save_decoder_checkpoint(vae, optimizer, step: int, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    ckpt, tmp = out_dir / "checkpoint", out_dir / "checkpoint.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file(vae.state_dict(), str(tmp / "vae.safetensors"))
+    _save_optimizer(optimizer, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    tmp.rename(ckpt)
 
 
 def _save_reconstruction_sheet(original, recon, path: Path) -> None:
@@ -213,8 +286,12 @@ def run_actedit_train(flags: dict[str, str | None]) -> None:
         raise RuntimeError(f"actedit-train failed with exit code {code}")
 
 
-def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, notes: dict | None = None) -> Path:
-    """Copy a trained model directory into the package: UNet and VAE in fp16 safetensors, configs, README."""
+def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, vae_source: Path | None = None,
+                   notes: dict | None = None) -> Path:
+    """Copy a trained model directory into the package: UNet and VAE in fp16 safetensors, configs, README.
+
+    vae_source: the trained VAE (a diffusers folder, or the decoder stage's checkpoint folder) replacing the
+    model's own (the UNet stages carry the fixed-encoder VAE with an untrained decoder)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -225,8 +302,14 @@ def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, notes: dict | 
     common = {"local_files_only": True, "use_safetensors": True}
     UNet2DConditionModel.from_pretrained(model_dir / "unet", **common).to(torch.float16).save_pretrained(
         tmp / "unet", safe_serialization=True)
-    AutoencoderKL.from_pretrained(model_dir / "vae", **common).to(torch.float16).save_pretrained(
-        tmp / "vae", safe_serialization=True)
+    vae = AutoencoderKL.from_pretrained(model_dir / "vae", **common)
+    if vae_source is not None and (vae_source / "vae.safetensors").exists():  # a decoder checkpoint
+        from safetensors.torch import load_file
+
+        vae.load_state_dict(load_file(str(vae_source / "vae.safetensors")))
+    elif vae_source is not None:
+        vae = AutoencoderKL.from_pretrained(vae_source, **common)
+    vae.to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
     shutil.copytree(model_dir / "scheduler", tmp / "scheduler")
     shutil.copy(model_dir / "model_index.json", tmp / "model_index.json")
     config = model_dir / "training_config.json"
@@ -270,13 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where every stage writes its files")
     parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
     parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
-    parser.add_argument("--vae-steps", type=int, default=1000,
-                        help="optimizer steps of the VAE (batch 32 crops of 32x32)")
-    parser.add_argument("--ip2p-steps", type=int, default=1500,
+    parser.add_argument("--decoder-steps", type=int, default=1500,
+                        help="optimizer steps of the VAE decoder (batch 16; the encoder is fixed, see fixed_encoder_vae)")
+    parser.add_argument("--only-decoder", action="store_true",
+                        help="only train the VAE decoder (the main command starts this in a second process)")
+    parser.add_argument("--ip2p-steps", type=int, default=1600,
                         help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only)")
-    parser.add_argument("--editaction-steps", type=int, default=300,
+    parser.add_argument("--editaction-steps", type=int, default=150,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per optimizer step in stages 4 and 5")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
     parser.add_argument("--finetune-learning-rate", type=float, default=2e-4, help="stage 5 learning rate")
     parser.add_argument("--ablation", choices=list(ABLATIONS), default="editaction",
@@ -284,11 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "runs write into their own folder and are not exported)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy shared machine)")
-    parser.add_argument("--stop-after", choices=["dataset", "vae", "init", "ip2p", "editaction"], default=None,
+    parser.add_argument("--stop-after", choices=["dataset", "init", "ip2p"], default=None,
                         help="stop after this stage (e.g. to export an intermediate model by hand)")
     parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
     parser.add_argument("--export-from", choices=["ip2p", "editaction"], default=None,
-                        help="only export the named stage's current model into the package, then exit")
+                        help="only export the named stage's current model (with the current VAE decoder) into "
+                             "the package (or --export-to), then exit")
+    parser.add_argument("--export-to", type=Path, default=None,
+                        help="with --export-from: write here instead of actedit_ros/models/default")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     return parser
 
@@ -312,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (source / "model_index.json").exists():
             print(f"error: no exported model in {source} yet", file=sys.stderr)
             return 2
-        print(f"exported {source} to {export_default(source, notes=_notes(work, args.export_from))}")
+        vae = vae_dir / "vae" if (vae_dir / "vae").exists() else (vae_dir / "checkpoint")
+        out = export_default(source, out_dir=args.export_to or PACKAGED_DIR, vae_source=vae,
+                             notes=_notes(work, args.export_from))
+        print(f"exported {source} to {out}")
         return 0
 
     from .dataset import write_dataset
@@ -322,34 +413,54 @@ def main(argv: list[str] | None = None) -> int:
         write_dataset(dataset_dir, args.train_episodes, args.test_episodes, IMAGE_SIZE)
     if args.stop_after == "dataset":
         return 0
-    metrics = train_vae(dataset_dir, vae_dir, args.vae_steps, seed=args.seed)
-    log.info("vae: %s", metrics)
-    if args.stop_after == "vae":
+    if args.only_decoder:
+        log.info("decoder: %s", train_decoder(dataset_dir, vae_dir, args.decoder_steps, seed=args.seed))
         return 0
+    encoder_vae = write_encoder_vae(vae_dir, dataset_dir, seed=args.seed)
     if not (init_dir / "model_index.json").exists():
-        write_init_model(vae_dir / "vae", init_dir, seed=args.seed)
+        write_init_model(encoder_vae, init_dir, seed=args.seed)
+    # the decoder trains in a second process while the UNet trains (the UNet only needs the fixed encoder)
+    decoder = None
+    if not (vae_dir / "metrics.json").exists():
+        command = [sys.executable, "-m", "actedit_ros.world.train_default", "--only-decoder", "--work-dir", str(work),
+                   "--decoder-steps", str(args.decoder_steps), "--threads", str(args.threads), "--seed", str(args.seed)]
+        decoder = subprocess.Popen(command, stdout=open(work / "decoder.log", "a"), stderr=subprocess.STDOUT)
+        log.info("decoder training started in the background (pid %d, log %s)", decoder.pid, work / "decoder.log")
     if args.stop_after == "init":
-        return 0
+        return _wait(decoder)
     common = {"--dataset-dir": dataset_dir, "--train-batch-size": args.batch_size, "--prediction-type": "sample",
               "--image-mode": "keep-aspect", "--resolution": RESOLUTION,
               "--checkpointing-steps": 50, "--checkpoints-total-limit": 2, "--resume-from-checkpoint": "latest",
               "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
               "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None}
-    run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
-                       "--output-dir": ip2p_dir, "--max-train-steps": args.ip2p_steps,
-                       "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine", "--lr-warmup-steps": 50,
-                       "--action-loss-weight": 0, "--regularizer-weight": 0})
+    if args.ablation == "editaction":
+        run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
+                           "--output-dir": ip2p_dir, "--max-train-steps": args.ip2p_steps,
+                           "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine", "--lr-warmup-steps": 50,
+                           "--action-loss-weight": 0, "--regularizer-weight": 0})
     if args.stop_after == "ip2p":
-        return 0
+        return _wait(decoder)
     flags = {**common, "--pretrained-model": ip2p_dir, "--output-dir": stage5_dir,
              "--max-train-steps": args.editaction_steps, "--learning-rate": args.finetune_learning_rate,
              "--cross-attention": "trainable", "--action-loss-weight": 0.01, "--regularizer-weight": 1.0}
     flags.update(ABLATIONS[args.ablation])
     run_actedit_train(flags)
+    if _wait(decoder) != 0:
+        return 1
     log.info("done in %.0f s", time.time() - started)
     if args.ablation == "editaction" and not args.no_export:
-        print(f"exported to {export_default(stage5_dir, notes=_notes(work, 'editaction'))}")
+        out = export_default(stage5_dir, vae_source=vae_dir / "vae", notes=_notes(work, "editaction"))
+        print(f"exported to {out}")
     return 0
+
+
+def _wait(process) -> int:
+    if process is None:
+        return 0
+    code = process.wait()
+    if code != 0:
+        log.error("decoder training failed (exit code %d); see decoder.log", code)
+    return code
 
 
 def _notes(work: Path, stage: str) -> dict:
