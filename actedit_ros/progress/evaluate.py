@@ -9,7 +9,10 @@ goal image:
   order, computed with the stateless per-frame score.
 - false reached: fraction of the frames before the action is complete (true progress < 1) on which the streaming
   ``reached`` decision (EMA + hysteresis, identical settings for every method) is already on.
-- reached at end: fraction of episodes whose last frame is flagged reached.
+- reached at end: fraction of episodes flagged reached once the action is done: after the last frame, held still
+  for ``--hold-end`` more frames (a camera keeps streaming the finished scene; 16 frames per action are sparse).
+- progress MAE: mean absolute difference between the per-frame progress and the true progress (calibration,
+  which VOC, a rank measure, does not see).
 
 The goal is the TRUE end frame of the episode by default (``--goal end-frame``); ``start-view`` renders the true
 end state from the start camera (what a perfect goal predictor would output), ``degraded`` blurs and adds noise to
@@ -52,6 +55,7 @@ class EpisodeScores:
     progress: dict[str, list[float]] = field(default_factory=dict)  # stateless per-frame score
     streamed: dict[str, list[float]] = field(default_factory=dict)  # smoothed, as ``update`` reports it
     reached: dict[str, list[bool]] = field(default_factory=dict)
+    reached_after_hold: dict[str, bool] = field(default_factory=dict)
     registration_failures: int = 0
 
     def summary(self) -> dict:
@@ -61,7 +65,8 @@ class EpisodeScores:
             out["methods"][method] = {
                 "voc": value_order_correlation(self.progress[method]),
                 "false_reached": false_reached_rate(self.reached[method], self.true_progress),
-                "reached_at_end": bool(self.reached[method][-1]),
+                "reached_at_end": bool(self.reached_after_hold[method]),
+                "progress_mae": progress_mae(self.progress[method], self.true_progress),
                 "progress": [round(p, 4) for p in self.progress[method]],
             }
         return out
@@ -78,15 +83,21 @@ def goal_for(episode, goal_kind: str, seed: int) -> np.ndarray:
     raise ValueError(f"goal must be one of {GOALS}; got {goal_kind!r}")
 
 
+def progress_mae(predicted: list[float], true_progress: list[float]) -> float:
+    return float(np.mean(np.abs(np.asarray(predicted) - np.asarray(true_progress))))
+
+
 def score_episode(episode, frames: list[np.ndarray], goal: np.ndarray, condition: str,
-                  scorer_options: dict, filter_options: dict) -> EpisodeScores:
-    """Runs every method over ``frames`` (frames[0] is the start reference)."""
+                  scorer_options: dict, filter_options: dict, hold_end: int = 5) -> EpisodeScores:
+    """Runs every method over ``frames`` (frames[0] is the start reference), then ``hold_end`` repeats of the last."""
     start = frames[0]
     result = EpisodeScores(episode.episode_id, episode.action, episode.regime, condition,
                            [float(p) for p in episode.progress])
     ours = ProgressScorer(start, goal, **scorer_options, **filter_options)
     stateless = [ours.score(frame) for frame in frames]
     streamed = [ours.update(frame) for frame in frames]
+    held = [ours.update(frames[-1]) for _ in range(hold_end)]
+    result.reached_after_hold["ours"] = (held or streamed)[-1].reached
     result.progress["ours"] = [r.progress for r in stateless]
     result.streamed["ours"] = [r.progress for r in streamed]
     result.reached["ours"] = [r.reached for r in streamed]
@@ -95,6 +106,8 @@ def score_episode(episode, frames: list[np.ndarray], goal: np.ndarray, condition
         values = [baseline.score(frame) for frame in frames]
         latch = ReachedFilter(**_filter_args(filter_options))
         decisions = [latch.update(v) for v in values]
+        held = [latch.update(values[-1]) for _ in range(hold_end)]
+        result.reached_after_hold[name] = (held or decisions)[-1][1]
         result.progress[name] = values
         result.streamed[name] = [d[0] for d in decisions]
         result.reached[name] = [d[1] for d in decisions]
@@ -121,7 +134,8 @@ def summarise(scores: list[EpisodeScores]) -> list[dict]:
                     "condition": condition, "regime": regime, "method": method, "episodes": len(group),
                     "voc_mean": float(vocs.mean()), "voc_std": float(vocs.std()), "voc_min": float(vocs.min()),
                     "false_reached": float(early.mean()) if early.size else float("nan"),
-                    "reached_at_end": float(np.mean([s.reached[method][-1] for s in group])),
+                    "reached_at_end": float(np.mean([s.reached_after_hold[method] for s in group])),
+                    "progress_mae": float(np.mean([progress_mae(s.progress[method], s.true_progress) for s in group])),
                     "registration_failures": (int(sum(s.registration_failures for s in group))
                                               if method == "ours" else None),
                     "frames": int(sum(len(s.true_progress) for s in group)),
@@ -130,8 +144,8 @@ def summarise(scores: list[EpisodeScores]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| condition | regime | method | VOC mean ± std | VOC min | false reached | reached at end |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| condition | regime | method | VOC mean ± std | VOC min | false reached | reached at end | progress MAE |",
+             "|---|---|---|---|---|---|---|---|"]
     best = {}
     for row in rows:
         key = (row["condition"], row["regime"])
@@ -141,7 +155,7 @@ def markdown_table(rows: list[dict]) -> str:
         if row["voc_mean"] == best[(row["condition"], row["regime"])]:
             voc = f"**{voc}**"
         lines.append(f"| {row['condition']} | {row['regime']} | {row['method']} | {voc} | {row['voc_min']:.3f} | "
-                     f"{row['false_reached']:.1%} | {row['reached_at_end']:.0%} |")
+                     f"{row['false_reached']:.1%} | {row['reached_at_end']:.0%} | {row['progress_mae']:.3f} |")
     return "\n".join(lines)
 
 
@@ -198,6 +212,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="actedit-eval-progress",
@@ -229,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the newest frame in the smoothed progress (default: %(default)s)")
     parser.add_argument("--confirm-frames", type=_positive_int, default=2,
                         help="consecutive frames above the threshold before 'reached' turns on (default: %(default)s)")
+    parser.add_argument("--hold-end", type=_non_negative_int, default=5,
+                        help="extra repeats of the last frame before 'reached at end' is read (default: %(default)s)")
     parser.add_argument("--registration", choices=("auto", "features", "ecc", "none"), default="auto",
                         help="registration method of the scorer (default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG of example curves")
@@ -263,7 +286,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         goal = goal_for(episode, args.goal, seed)
         for condition in args.conditions:
             frames = episode.frames if condition == "clean" else perturb(episode.frames, seed=seed)
-            scores.append(score_episode(episode, frames, goal, condition, scorer_options, filter_options))
+            scores.append(score_episode(episode, frames, goal, condition, scorer_options, filter_options,
+                                        args.hold_end))
     rows = summarise(scores)
     table = markdown_table(rows)
     command = "actedit-eval-progress " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -278,7 +302,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "VOC: Spearman correlation of each method's per-frame progress with time order (GVL), mean over episodes. "
         "False reached: share of frames with true progress < 1 already flagged reached by the streaming decision "
         f"(EMA alpha {args.ema_alpha}, threshold {args.reached_threshold}, hysteresis {args.hysteresis}, "
-        f"{args.confirm_frames} confirming frames - the same for every method). "
+        f"{args.confirm_frames} confirming frames - the same for every method). Reached at end: after the last "
+        f"frame held for {args.hold_end} more frames. Progress MAE: mean |progress - true progress| per frame. "
         "Perturbed: a hand-like distractor sweeping over the changed region, oscillating exposure/colour cast/"
         "brightness gradient, sensor noise; the head regime adds the world's own camera motion.",
         "",

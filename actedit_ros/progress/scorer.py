@@ -195,6 +195,8 @@ class ProgressScorer:
     def _prepare(self, goal: np.ndarray, goal_valid: np.ndarray) -> None:
         """Change region, static pixels and per-scale references for a goal already in start coordinates."""
         self._goal_valid = goal_valid
+        # Channels bright in the start or the goal: a frame may legitimately be saturated there.
+        self._bright = np.maximum(self._start, goal) >= 250
         floor2 = self.noise_floor**2
         difference2 = ((goal - self._start) ** 2).sum(axis=2) * (goal_valid > 0.5)
         if float(difference2.max()) <= max(floor2, 64.0):
@@ -299,6 +301,10 @@ class ProgressScorer:
                 return None, 0.0, registration
             small, valid = self._warp(small, registration.homography)
             valid = valid * self._goal_valid
+        # Saturated where neither start nor goal is bright (overexposure, glare): the colour there is lost.
+        clipped = ((small >= 250) & ~self._bright).any(axis=2)
+        if clipped.any():
+            valid = (1.0 - clipped.astype(np.float32)) * (1.0 if valid is None else valid)
         small = self._normalise_lighting(small, valid)
         frames = self._pyramid(small)
         valids = self._pyramid(valid) if valid is not None else [None] * self.num_scales
