@@ -646,10 +646,17 @@ def _train(args: argparse.Namespace) -> Path:
             if ema is not None:
                 ema.restore(unwrapped.parameters())
 
+    last_saved_step = global_step if resume is not None else -1
+
     def save_checkpoint(step: int) -> None:
+        nonlocal last_saved_step
+        last_saved_step = step
         accelerator.wait_for_everyone()
-        if not main_process:
-            return
+        if main_process:
+            _write_checkpoint(step)
+        accelerator.wait_for_everyone()  # no process runs ahead of a checkpoint being written
+
+    def _write_checkpoint(step: int) -> None:
         found = list_checkpoints(output_dir)
         if args.checkpoints_total_limit:
             for old in found[:max(0, len(found) - args.checkpoints_total_limit + 1)]:
@@ -733,7 +740,7 @@ def _train(args: argparse.Namespace) -> Path:
             validate(global_step)
     progress.close()
 
-    if not (output_dir / CHECKPOINTS_DIR / f"checkpoint-{global_step}" / STATE_NAME).is_file():
+    if last_saved_step != global_step:
         save_checkpoint(global_step)
     accelerator.wait_for_everyone()
     if main_process:
