@@ -127,7 +127,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=_parse_size, default=(640, 480), help="frame size WIDTHxHEIGHT (default 640x480)")
+    parser.add_argument("--size", type=_parse_size, default=(640, 480),
+                        help="frame size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--frames", type=int, default=300, help="frames timed per method (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.frames < 10:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from actedit_ros.progress import (
+    FrameRegistrar,
     PixelMSEProgress,
     ProgressScorer,
     ReachedFilter,
@@ -133,6 +134,37 @@ def test_registration_failure_is_flagged_and_progress_held(kind):
     assert before.registered and not failed.registered
     assert failed.progress == pytest.approx(before.progress)
     assert failed.reached == before.reached
+
+
+def test_textureless_scene_falls_back_to_ecc():
+    rng = np.random.default_rng(0)
+    smooth = cv2.resize(cv2.GaussianBlur(rng.integers(0, 256, (15, 20), dtype=np.uint8), (0, 0), 1.0), (200, 150),
+                        interpolation=cv2.INTER_CUBIC)
+    matrix = cv2.getRotationMatrix2D((100, 75), 3.0, 1.03)
+    matrix[:, 2] += (5, -3)
+    moved = cv2.warpAffine(smooth, matrix, (200, 150), borderMode=cv2.BORDER_REFLECT)
+    for method, expect_ok in (("features", False), ("auto", True), ("ecc", True)):
+        registrar = FrameRegistrar(method=method)
+        registrar.add_reference(smooth)
+        result = registrar.register(moved)
+        assert result.ok is expect_ok, (method, result.reason)
+        if expect_ok:
+            assert result.method == "ecc"
+            # maps the moved frame back: the centre lands where it came from
+            truth = np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))
+            centre = np.array([[[100.0, 75.0]]], np.float32)
+            error = cv2.perspectiveTransform(centre, result.homography) - cv2.perspectiveTransform(centre, truth)
+            assert np.abs(error).max() < 1.5
+    noise = rng.integers(0, 256, smooth.shape, dtype=np.uint8)
+    assert not registrar.register(noise).ok
+
+
+def test_blank_start_view_falls_back_to_a_fixed_camera():
+    start = np.full((120, 160, 3), 128, np.uint8)
+    goal = _with_block(start)
+    scorer = ProgressScorer(start, goal)
+    assert scorer.registrar is None and "fixed camera" in scorer.registration_note
+    assert scorer.score(goal).progress > 0.95 and scorer.score(start).progress < 0.05
 
 
 # ------------------------------------------------------------------------------------------- lighting, distractors

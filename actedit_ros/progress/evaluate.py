@@ -129,7 +129,8 @@ def summarise(scores: list[EpisodeScores]) -> list[dict]:
                 continue
             for method in METHODS:
                 vocs = np.array([value_order_correlation(s.progress[method]) for s in group])
-                early = np.concatenate([np.asarray(s.reached[method])[np.asarray(s.true_progress) < 1.0] for s in group])
+                early = np.concatenate([np.asarray(s.reached[method])[np.asarray(s.true_progress) < 1.0]
+                                        for s in group])
                 rows.append({
                     "condition": condition, "regime": regime, "method": method, "episodes": len(group),
                     "voc_mean": float(vocs.mean()), "voc_std": float(vocs.std()), "voc_min": float(vocs.min()),
@@ -144,8 +145,8 @@ def summarise(scores: list[EpisodeScores]) -> list[dict]:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| condition | regime | method | VOC mean ± std | VOC min | false reached | reached at end | progress MAE |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| condition | regime | method | VOC mean ± std | VOC min | false reached | reached at end "
+             "| progress MAE |", "|---|---|---|---|---|---|---|---|"]
     best = {}
     for row in rows:
         key = (row["condition"], row["regime"])
@@ -280,7 +281,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     scores: list[EpisodeScores] = []
-    jobs = [(regime, seed) for regime in args.regimes for seed in range(args.first_seed, args.first_seed + args.episodes)]
+    seeds = range(args.first_seed, args.first_seed + args.episodes)
+    jobs = [(regime, seed) for regime in args.regimes for seed in seeds]
     for regime, seed in tqdm(jobs, desc="episodes", unit="ep"):
         episode = generate_episode(seed=seed, regime=regime, split=args.split, size=args.size, num_frames=args.frames)
         goal = goal_for(episode, args.goal, seed)
@@ -296,7 +298,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "",
         f"Command: `{command}`",
         "",
-        f"{args.episodes} held-out episodes (split `{args.split}`, seeds {args.first_seed}..{args.first_seed + args.episodes - 1}) "
+        f"{args.episodes} held-out episodes (split `{args.split}`, seeds {seeds[0]}..{seeds[-1]}) "
         f"per regime, {args.frames} frames at {args.size[0]}x{args.size[1]}; goal image: **{args.goal}**"
         + (" (the TRUE end frame of each episode)" if args.goal == "end-frame" else "") + ".",
         "VOC: Spearman correlation of each method's per-frame progress with time order (GVL), mean over episodes. "
@@ -324,7 +326,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if not args.no_plot:
         plot_curves(scores, args.out / "progress_curves.png")
     print(table)
-    print(f"\nwrote {args.out / 'progress_eval.md'}, progress_eval.json" + ("" if args.no_plot else ", progress_curves.png"))
+    written = "progress_eval.json" + ("" if args.no_plot else ", progress_curves.png")
+    print(f"\nwrote {args.out / 'progress_eval.md'}, {written}")
     return 0
 
 

@@ -27,7 +27,8 @@ def change_centre(start: np.ndarray, end: np.ndarray) -> tuple[float, float]:
     return float(xs.mean()), float(ys.mean())
 
 
-def add_distractor(frames: list[np.ndarray], rng: np.random.Generator, through: tuple[float, float]) -> list[np.ndarray]:
+def add_distractor(frames: list[np.ndarray], rng: np.random.Generator,
+                   through: tuple[float, float]) -> list[np.ndarray]:
     """A hand-like blob that enters from a random side, passes over ``through`` (x, y) and leaves again.
 
     It is visible on a random stretch of the frames between the first and the last (both stay clean).

@@ -37,6 +37,11 @@ class Registration:
     correlation: float = float("nan")
 
 
+def _failed(method: str, reason: str, inliers: int = 0, matches: int = 0,
+            correlation: float = float("nan")) -> Registration:
+    return Registration(False, None, inliers, matches, reason, method, float(correlation))
+
+
 class FrameRegistrar:
     """Registers grey frames to one or more reference views that share a common base frame.
 
@@ -128,7 +133,8 @@ class FrameRegistrar:
 
     def _check_shape(self, grey: np.ndarray) -> None:
         if grey.shape[:2] != self._shape or grey.ndim != 2 or grey.dtype != np.uint8:
-            raise ValueError(f"registrar expects uint8 grey images of shape {self._shape}; got {grey.dtype} {grey.shape}")
+            raise ValueError(f"registrar expects uint8 grey images of shape {self._shape}; "
+                             f"got {grey.dtype} {grey.shape}")
 
     def _detect(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         keypoints, descriptors = self._detector.detectAndCompute(grey, None)
@@ -152,10 +158,10 @@ class FrameRegistrar:
             points, descriptors = self._detect(grey)
             for ref in self._references:
                 if ref["descriptors"] is None:
-                    failures.append(Registration(False, None, 0, 0, "too few features in the reference view", "features"))
+                    failures.append(_failed("features", "too few features in the reference view"))
                     continue
                 if descriptors is None or len(points) < self.min_inliers:
-                    failures.append(Registration(False, None, 0, 0, f"too few features in the frame ({len(points)})", "features"))
+                    failures.append(_failed("features", f"too few features in the frame ({len(points)})"))
                     break
                 result = self._match(points, descriptors, ref)
                 if result.ok:
@@ -170,14 +176,15 @@ class FrameRegistrar:
                 failures.append(result)
         reasons = "; ".join(dict.fromkeys(f"{f.method}: {f.reason}" for f in failures))
         best = max(failures, key=lambda f: f.inliers)
+        correlations = [f.correlation for f in failures if not np.isnan(f.correlation)]
         return Registration(False, None, best.inliers, best.matches, reasons, best.method,
-                            max((f.correlation for f in failures if f.correlation == f.correlation), default=float("nan")))
+                            max(correlations, default=float("nan")))
 
     def _match(self, points, descriptors, ref) -> Registration:
         pairs = self._matcher.knnMatch(descriptors, ref["descriptors"], k=2)
         good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
         if len(good) < self.min_inliers:
-            return Registration(False, None, 0, len(good), f"too few feature matches ({len(good)})", "features")
+            return _failed("features", f"too few feature matches ({len(good)})", matches=len(good))
         src = points[[m.queryIdx for m in good]]
         dst = ref["points"][[m.trainIdx for m in good]]
         if self.motion == "homography":
@@ -189,14 +196,14 @@ class FrameRegistrar:
             homography = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
         inliers = int(inlier_mask.sum()) if inlier_mask is not None else 0
         if homography is None or inliers < self.min_inliers:
-            return Registration(False, None, inliers, len(good), f"too few RANSAC inliers ({inliers})", "features")
+            return _failed("features", f"too few RANSAC inliers ({inliers})", inliers, len(good))
         if inliers < self.min_inlier_ratio * len(good):
-            return Registration(False, None, inliers, len(good), f"inlier ratio too low ({inliers}/{len(good)})", "features")
+            return _failed("features", f"inlier ratio too low ({inliers}/{len(good)})", inliers, len(good))
         homography = ref["to_base"] @ homography
         homography /= homography[2, 2]
         reason = self._implausible(homography)
         if reason:
-            return Registration(False, None, inliers, len(good), reason, "features")
+            return _failed("features", reason, inliers, len(good))
         return Registration(True, homography, inliers, len(good), "", "features")
 
     def _ecc(self, pyramid: list[np.ndarray], ref) -> Registration:
@@ -212,20 +219,20 @@ class FrameRegistrar:
             warp[:, 2] *= 2.0
             correlation, warp = cv2.findTransformECC(ref_fine, fine, warp, cv2.MOTION_AFFINE, criteria, None, 1)
         except cv2.error:
-            return Registration(False, None, 0, 0, "ECC alignment did not converge", "ecc")
+            return _failed("ecc", "ECC alignment did not converge")
         if correlation < self.min_correlation:
-            return Registration(False, None, 0, 0, f"ECC correlation too low ({correlation:.2f})", "ecc", float(correlation))
+            return _failed("ecc", f"ECC correlation too low ({correlation:.2f})", correlation=correlation)
         ref_to_frame = np.vstack([warp.astype(np.float64), [0.0, 0.0, 1.0]])
         try:
             frame_to_ref = np.linalg.inv(ref_to_frame)
         except np.linalg.LinAlgError:
-            return Registration(False, None, 0, 0, "ECC warp is singular", "ecc", float(correlation))
+            return _failed("ecc", "ECC warp is singular", correlation=correlation)
         scale = self._ecc_scale
         homography = ref["to_base"] @ np.linalg.inv(scale) @ frame_to_ref @ scale
         homography /= homography[2, 2]
         reason = self._implausible(homography)
         if reason:
-            return Registration(False, None, 0, 0, reason, "ecc", float(correlation))
+            return _failed("ecc", reason, correlation=correlation)
         return Registration(True, homography, 0, 0, "", "ecc", float(correlation))
 
     def _implausible(self, homography: np.ndarray) -> str:

@@ -58,7 +58,8 @@ class ProgressResult:
 def check_rgb(image: object, name: str = "frame") -> np.ndarray:
     """Returns ``image`` if it is an RGB uint8 array of shape (H, W, 3) with H, W >= 8, else raises ValueError."""
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array of shape (H, W, 3), dtype uint8 (RGB); got {type(image).__name__}")
+        raise ValueError(f"{name} must be a numpy array of shape (H, W, 3), dtype uint8 (RGB); "
+                         f"got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ValueError(f"{name} must have dtype uint8 (RGB values 0..255); got dtype {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -81,7 +82,8 @@ class ReachedFilter:
         confirm_frames: consecutive frames above ``threshold`` needed to set ``reached``.
     """
 
-    def __init__(self, threshold: float = 0.8, hysteresis: float = 0.1, ema_alpha: float = 0.5, confirm_frames: int = 2):
+    def __init__(self, threshold: float = 0.8, hysteresis: float = 0.1, ema_alpha: float = 0.5,
+                 confirm_frames: int = 2):
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"reached_threshold must be in (0, 1]; got {threshold}")
         if not 0.0 <= hysteresis < threshold:
@@ -133,6 +135,9 @@ class ProgressScorer:
             where start and goal differ by less do not count.
         registrar: a configured ``FrameRegistrar``, used instead of one made from ``registration``.
 
+    After construction, ``goal_registration`` says how the goal was registered to the start view (None without
+    registration) and ``registration_note`` is non-empty when registration had to be switched off.
+
     Raises:
         ValueError: an image is not RGB uint8, an option is out of range, or start and goal do not differ.
     """
@@ -177,11 +182,18 @@ class ProgressScorer:
         goal_small, goal_grey = self._downscale(goal)
         self.registrar: FrameRegistrar | None = None
         self.goal_registration: Registration | None = None
+        self.registration_note = ""
         goal_valid = np.ones(self._start.shape[:2], np.float32)
         if registrar is not None or registration != "none":
             self.registrar = registrar or FrameRegistrar(method=registration)
             self.registrar.clear()
             self.registrar.add_reference(start_grey)
+            if not self.registrar.register(start_grey).ok:
+                # Not even the start view registers to itself (a blank wall, a uniform table): nothing to anchor
+                # a homography on, so assume the camera holds still rather than reject every frame.
+                self.registrar = None
+                self.registration_note = "start view has too little structure to register; assuming a fixed camera"
+        if self.registrar is not None:
             self.goal_registration = self.registrar.register(goal_grey)
             if self.goal_registration.ok:
                 goal_small, goal_valid = self._warp(goal_small, self.goal_registration.homography)
