@@ -336,6 +336,19 @@ def test_two_steps_freeze_what_must_stay_frozen_and_write_a_loadable_model(tmp_p
     assert prediction.images[0].shape == image.shape
 
 
+def test_mixed_precision_run_exports_the_frozen_components_untouched(tmp_path, tiny_model, squares):
+    out = tmp_path / "bf16"
+    train(train_args(tiny_model, squares, out, "--max-train-steps", "1", "--mixed-precision", "bf16",
+                     "--gradient-checkpointing", "--prediction-type", "v_prediction", "--snr-gamma", "5",
+                     "--action-loss-weight", "0.05"))
+    for component in ("vae", "text_encoder", "tokenizer"):
+        for file in (tiny_model / component).iterdir():
+            assert (out / component / file.name).read_bytes() == file.read_bytes(), file
+    assert next(iter(unet_weights(out).values())).dtype == torch.float32  # the trained UNet stays float32
+    config = json.loads((out / "training_config.json").read_text())
+    assert config["resolved"]["weight_dtype"] == "torch.bfloat16"
+
+
 def test_resume_continues_exactly(tmp_path, tiny_model, squares):
     common = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--use-ema", "--ema-decay", "0.9",
               "--action-loss-weight", "0.05", "--regularizer-weight", "0.5", "--gradient-accumulation-steps", "2",

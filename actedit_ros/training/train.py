@@ -336,6 +336,22 @@ def export_scheduler(scheduler, prediction_type: str):
     return scheduler_class.from_config(scheduler.config, prediction_type=prediction_type)
 
 
+def copy_frozen_component(source: Path, target: Path) -> None:
+    """Copy a frozen component's folder file by file (bit-identical, whatever precision training held it in),
+    leaving out pickle weights."""
+    from actedit_ros.editing.loading import PICKLE_SUFFIXES
+
+    if source.resolve() == target.resolve():
+        return
+    if not source.is_dir():
+        raise TrainingError(f"cannot export: the starting model's {source.name}/ folder {source} is gone")
+    for file in source.rglob("*"):
+        if file.is_file() and not file.name.endswith(PICKLE_SUFFIXES):
+            destination = target / file.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(file, destination)
+
+
 def validation_sampler(prediction_type: str) -> str:
     """The GoalPredictor sampler used for validation grids: InstructPix2Pix's Euler-ancestral when it supports the
     prediction type, DDIM for x0-prediction."""
@@ -349,11 +365,10 @@ def export_model(out_dir: Path, unet, components, source_index: dict, prediction
 
     out_dir.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(out_dir / "unet", safe_serialization=True)
-    components.vae.save_pretrained(out_dir / "vae", safe_serialization=True)
     text_package = source_index.get(TEXT_ENCODER_PACKAGE_KEY)
-    if not text_package:
-        components.text_encoder.save_pretrained(out_dir / "text_encoder", safe_serialization=True)
-        components.tokenizer.save_pretrained(out_dir / "tokenizer")
+    frozen = ("vae",) if text_package else ("vae", "text_encoder", "tokenizer")
+    for name in frozen:
+        copy_frozen_component(Path(components.model_path) / name, out_dir / name)
     scheduler = export_scheduler(components.scheduler, prediction_type)
     scheduler.save_pretrained(out_dir / "scheduler")
     write_model_index(out_dir, text_encoder=type(components.text_encoder).__name__,
@@ -468,6 +483,12 @@ def train(args: argparse.Namespace) -> Path:
         return _train(args)
     finally:
         torch.set_num_threads(previous_threads)
+        # accelerate keeps its settings in process-wide singletons; forget them so a later run in the same process
+        # (a training recipe with several stages, tests) may choose another precision. The process group stays.
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
 
 
 def _train(args: argparse.Namespace) -> Path:
