@@ -44,11 +44,11 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[int, int], steps: int,
                     text_guidance: float, image_guidance: float, seed: int, device: str,
-                    sheet_path: Path | None = None) -> list[dict]:
+                    sheet_path: Path | None = None, scheduler: str = "auto") -> list[dict]:
     """One record per (episode, model) with the metrics; the copy baseline is the model named COPY."""
     from actedit_ros.editing import GoalPredictor
 
-    predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler="euler_ancestral")
+    predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler=sampler_for(path, scheduler))
                   for name, path in models.items()}
     records, sheet_rows = [], []
     plan = [(s, regime) for s in range(episodes) for regime in REGIMES]
@@ -72,6 +72,17 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     if sheet_path is not None and sheet_rows:
         _write_sheet(sheet_path, sheet_rows, ["start"] + list(predictors) + ["true end"])
     return records
+
+
+def sampler_for(model_path: str | None, scheduler: str = "auto") -> str:
+    """'auto': InstructPix2Pix's Euler-ancestral, or DDIM for x0-prediction models (Euler-ancestral cannot step them)."""
+    if scheduler != "auto":
+        return scheduler
+    from actedit_ros.editing import resolve_model_path
+
+    config = resolve_model_path(model_path) / "scheduler" / "scheduler_config.json"
+    prediction = json.loads(config.read_text()).get("prediction_type") if config.is_file() else None
+    return "ddim" if prediction == "sample" else "euler_ancestral"
 
 
 def _write_sheet(path: Path, rows, columns: list[str]) -> None:
@@ -158,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="sampler steps per prediction")
     parser.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale")
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale")
+    parser.add_argument("--scheduler", default="auto", choices=["auto", "euler_ancestral", "ddim", "euler", "dpm_solver"],
+                        help="sampler; auto = euler_ancestral, or ddim for x0-prediction models")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
@@ -187,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         models = _parse_models(args.model)
         started = time.time()
         records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
-                                  args.image_guidance, args.seed, args.device, args.out / "examples.png")
+                                  args.image_guidance, args.seed, args.device, args.out / "examples.png",
+                                  args.scheduler)
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2

