@@ -376,6 +376,35 @@ def test_resume_continues_exactly(tmp_path, tiny_model, squares):
     assert [m["loss"] for m in resumed] == [m["loss"] for m in lines(straight)]
 
 
+def test_resuming_with_other_flags_warns(tmp_path, tiny_model, squares, caplog):
+    out = tmp_path / "run"
+    train(train_args(tiny_model, squares, out, "--max-train-steps", "2", "--stop-at-step", "1"))
+    with caplog.at_level("WARNING", logger="actedit_ros.training"):
+        train(train_args(tiny_model, squares, out, "--max-train-steps", "2", "--resume-from-checkpoint", "latest",
+                         "--learning-rate", "0.5", "--num-threads", "1"))
+    warnings = [r.getMessage() for r in caplog.records if "differ from the checkpoint" in r.getMessage()]
+    assert len(warnings) == 1 and "--learning-rate 0.0001 -> 0.5" in warnings[0] and "threads" not in warnings[0]
+
+
+def test_starting_from_plain_sd_widens_conv_in(tmp_path, squares):
+    from diffusers import UNet2DConditionModel
+
+    from actedit_ros.training.train import load_starting_model
+
+    model = make_tiny_model(tmp_path / "plain", seed=1)
+    config = json.loads((model / "unet" / "config.json").read_text())
+    plain = UNet2DConditionModel.from_config({**config, "in_channels": 4})
+    plain.save_pretrained(model / "unet", safe_serialization=True)
+    components, _ = load_starting_model(str(model))
+    weight = components.unet.conv_in.weight
+    assert components.unet.config.in_channels == 8 and weight.shape[1] == 8
+    assert torch.equal(weight[:, :4], plain.conv_in.weight) and not weight[:, 4:].any()
+    out = tmp_path / "from-plain"
+    train(train_args(model, squares, out, "--max-train-steps", "1", "--action-loss-weight", "0"))
+    assert json.loads((out / "unet" / "config.json").read_text())["in_channels"] == 8
+    assert GoalPredictor.from_pretrained(str(out), device="cpu").components.unet.config.in_channels == 8
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_model, capsys):
     code = main(["--pretrained-model", str(tiny_model), "--dataset-dir", str(tmp_path), "--output-dir",
                  str(tmp_path / "out"), "--no-progress"])

@@ -43,6 +43,11 @@ CHECKPOINTS_DIR = "checkpoints"
 CONFIG_NAME = "training_config.json"
 EMA_DIR = "unet_ema"
 STATE_NAME = "training_state.json"
+# Flags that may change between a run and its resumption without changing what is trained.
+RESUME_NEUTRAL_FLAGS = {"resume_from_checkpoint", "stop_at_step", "num_threads", "no_progress", "dataloader_workers",
+                        "checkpointing_steps", "checkpoints_total_limit", "export_with_checkpoints", "validation_steps",
+                        "num_validation_pairs", "validation_inference_steps", "validation_text_guidance",
+                        "validation_image_guidance", "text_cache_size", "output_dir", "cache_latents"}
 
 
 class TrainingError(RuntimeError):
@@ -602,6 +607,13 @@ def _train(args: argparse.Namespace) -> Path:
         accelerator.load_state(str(resume))
         state = json.loads((resume / STATE_NAME).read_text())
         global_step = int(state["global_step"])
+        saved_flags = state.get("flags", {})
+        changed = sorted(key for key, value in vars(args).items()
+                         if key not in RESUME_NEUTRAL_FLAGS and key in saved_flags and saved_flags[key] != value)
+        if changed and main_process:
+            log.warning("resuming with flags that differ from the checkpoint's (%s): the run continues, but not "
+                        "exactly as the original would have", ", ".join(
+                            f"--{k.replace('_', '-')} {saved_flags[k]!r} -> {getattr(args, k)!r}" for k in changed))
         if ema is not None:
             if not (resume / EMA_DIR).is_dir():
                 raise TrainingError(f"{resume} has no EMA weights but --use-ema is set")
@@ -688,7 +700,8 @@ def _train(args: argparse.Namespace) -> Path:
             save_ema(ema, names, folder / EMA_DIR)
         # Written last: a checkpoint without it is incomplete and ignored by 'latest'.
         (folder / STATE_NAME).write_text(json.dumps({"global_step": step, "micro_batch": step *
-                                                     args.gradient_accumulation_steps}) + "\n")
+                                                     args.gradient_accumulation_steps, "flags": vars(args)},
+                                                    indent=2, default=str) + "\n")
         if args.export_with_checkpoints:
             export(step)
 
