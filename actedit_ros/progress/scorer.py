@@ -207,8 +207,6 @@ class ProgressScorer:
     def _prepare(self, goal: np.ndarray, goal_valid: np.ndarray) -> None:
         """Change region, static pixels and per-scale references for a goal already in start coordinates."""
         self._goal_valid = goal_valid
-        # Channels bright in the start or the goal: a frame may legitimately be saturated there.
-        self._bright = np.maximum(self._start, goal) >= 250
         floor2 = self.noise_floor**2
         difference2 = ((goal - self._start) ** 2).sum(axis=2) * (goal_valid > 0.5)
         if float(difference2.max()) <= max(floor2, 64.0):
@@ -291,16 +289,22 @@ class ProgressScorer:
             levels.append(cv2.pyrDown(levels[-1]))
         return levels
 
-    def _normalise_lighting(self, frame: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        """Divides each channel by its gain: the median ratio frame/start over the (visible) static pixels."""
+    def _normalise_lighting(self, frame: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Divides each channel by its gain: the median ratio frame/start over the (visible) static pixels.
+
+        Also returns the per-channel ceiling the normalised frame cannot exceed when the gain is above 1 (the
+        camera clipped at 255), so references can be clipped the same way; None when nothing can have clipped.
+        """
         live = frame.reshape(-1, 3)[self._static_index]
         usable = live.max(axis=1) < 250  # saturated pixels say nothing about the gain
         if valid is not None:
             usable &= valid.reshape(-1)[self._static_index] > 0.5
         if usable.sum() < 50:
-            return frame
-        gain = np.median(live[usable] / self._static_start[usable], axis=0)
-        return frame / np.clip(gain, 0.1, 10.0)
+            return frame, None
+        gain = np.clip(np.median(live[usable] / self._static_start[usable], axis=0), 0.1, 10.0)
+        # Brighter exposure clips at 255: after dividing by the gain, no frame value can exceed 255 / gain.
+        ceiling = 255.0 / gain if (gain > 1.0).any() else None
+        return frame / gain, ceiling
 
     def _measure(self, frame_rgb: np.ndarray) -> tuple[float | None, float, Registration]:
         frame = check_rgb(frame_rgb, "frame")
@@ -313,17 +317,15 @@ class ProgressScorer:
                 return None, 0.0, registration
             small, valid = self._warp(small, registration.homography)
             valid = valid * self._goal_valid
-        # Saturated where neither start nor goal is bright (overexposure, glare): the colour there is lost.
-        clipped = ((small >= 250) & ~self._bright).any(axis=2)
-        if clipped.any():
-            valid = (1.0 - clipped.astype(np.float32)) * (1.0 if valid is None else valid)
-        small = self._normalise_lighting(small, valid)
+        small, ceiling = self._normalise_lighting(small, valid)
         frames = self._pyramid(small)
         valids = self._pyramid(valid) if valid is not None else [None] * self.num_scales
         floor2 = self.noise_floor**2
         total_weight = total = to_goal = change = 0.0
         for (index, start, goal, weight), frame_level, valid_level in zip(self._levels, frames, valids):
             live = frame_level.reshape(-1, 3)[index]
+            if ceiling is not None:  # compare with start and goal as this exposure would have recorded them
+                start, goal = np.minimum(start, ceiling), np.minimum(goal, ceiling)
             if valid_level is not None:
                 weight = weight * (valid_level.reshape(-1)[index] > 0.99)
             from_start2 = ((live - start) ** 2).sum(axis=1)
