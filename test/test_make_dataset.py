@@ -108,6 +108,23 @@ def test_epic_csv_first_and_last_frames_bad_rows_and_resume(tmp_path, epic):
         make_dataset(out, epic_csv=csv_path, videos_dir=videos, size=32, test_fraction=0.5, progress=False)
 
 
+def test_epic_timestamps_instead_of_frames(tmp_path):
+    write_video(tmp_path / "videos" / "P05" / "P05_01.MP4")
+    header = ["participant_id", "video_id", "start_timestamp", "stop_timestamp", "start_frame", "stop_frame",
+              "narration"]
+    rows = [["P05", "P05_01", "00:00:00.30", "00:00:01.50", 999, 999, "open fridge"],
+            ["P05", "P05_01", "00:00:00.30", "00:00:02.00", 999, 999, "close fridge"],  # the very end: last frame
+            ["P05", "P05_01", "00:00:0x", "00:00:01.00", 1, 2, "wipe counter"]]
+    csv_path = write_csv(tmp_path / "epic.csv", header, rows)
+    report = make_dataset(tmp_path / "out", epic_csv=csv_path, videos_dir=tmp_path / "videos", size=0,
+                          epic_timestamps=True, progress=False, warn=lambda m: None)
+    assert report.written == 2 and report.skipped == [(4, "start_timestamp is not a timestamp (HH:MM:SS.ss): "
+                                                          "'00:00:0x'")]
+    pairs = {p.instruction: p for p in read_index(tmp_path / "out")}
+    assert (frame_level(pairs["open fridge"].input_image), frame_level(pairs["open fridge"].edited_image)) == (3, 15)
+    assert frame_level(pairs["close fridge"].edited_image) == FRAMES - 1
+
+
 def test_generic_segments_in_seconds_and_frames(tmp_path):
     write_video(tmp_path / "clips" / "a.mp4")
     write_video(tmp_path / "clips" / "b.mp4")

@@ -151,8 +151,29 @@ def find_epic_video(videos_dir: Path, video_id: str, participant: str | None) ->
                  f"<participant>/videos/{video_id}.MP4 and {video_id}.MP4)")
 
 
-def epic_segments(csv_path: Path, videos_dir: Path, frame_base: int) -> list[Segment | tuple[int, str]]:
-    """Segments of an EPIC-KITCHENS-100 CSV; a row that cannot even be parsed becomes (line, reason)."""
+def parse_timestamp(value: str | None, key: str) -> float:
+    """Seconds of an EPIC-KITCHENS timestamp "HH:MM:SS.ss" (or "MM:SS.ss", or plain seconds)."""
+    text = str(value or "").strip()
+    if not text:
+        raise BadRow(f"no {key}")
+    try:
+        seconds = 0.0
+        for part in text.split(":"):
+            seconds = seconds * 60 + float(part)
+    except ValueError:
+        raise BadRow(f"{key} is not a timestamp (HH:MM:SS.ss): {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise BadRow(f"{key} must be a time >= 0, got {text!r}")
+    return seconds
+
+
+def epic_segments(csv_path: Path, videos_dir: Path, frame_base: int,
+                  use_timestamps: bool = False) -> list[Segment | tuple[int, str]]:
+    """Segments of an EPIC-KITCHENS-100 CSV; a row that cannot even be parsed becomes (line, reason).
+
+    ``use_timestamps`` takes start_timestamp/stop_timestamp (seconds, independent of the video's frame rate) instead
+    of start_frame/stop_frame.
+    """
     out: list[Segment | tuple[int, str]] = []
     for line, row in read_rows(csv_path):
         try:
@@ -161,10 +182,15 @@ def epic_segments(csv_path: Path, videos_dir: Path, frame_base: int) -> list[Seg
             video_id = str(row.get("video_id") or "").strip()
             if not video_id:
                 raise BadRow("no video_id")
-            start, end = _number(row, "start_frame") - frame_base, _number(row, "stop_frame") - frame_base
+            if use_timestamps:
+                start, end, unit = (parse_timestamp(row.get("start_timestamp"), "start_timestamp"),
+                                    parse_timestamp(row.get("stop_timestamp"), "stop_timestamp"), "seconds")
+            else:
+                start, end, unit = (_number(row, "start_frame") - frame_base, _number(row, "stop_frame") - frame_base,
+                                    "frames")
             # The video path is resolved when the row is processed, so a missing video is reported as a bad row.
             out.append(Segment(line=line, instruction=_instruction(row, "narration"), video=video_id, start=start,
-                               end=end, unit="frames",
+                               end=end, unit=unit,
                                extra={"video_id": video_id, "narration_id": row.get("narration_id"),
                                       "participant": row.get("participant_id") or video_id.split("_")[0]}))
         except BadRow as err:
@@ -290,7 +316,8 @@ def split_videos(videos: list[str], test_fraction: float, seed: int) -> set[str]
 def make_dataset(out_dir: str | Path, *, epic_csv: str | Path | None = None, segments: str | Path | None = None,
                  pairs: str | Path | None = None, videos_dir: str | Path | None = None, size: int = 256,
                  test_fraction: float = 0.1, seed: int = 0, time_unit: str = "frames", frame_base: int | None = None,
-                 image_format: str = "png", progress: bool = True, warn=None) -> Report:
+                 image_format: str = "png", epic_timestamps: bool = False, progress: bool = True,
+                 warn=None) -> Report:
     """Build (or resume building) a dataset folder; returns what was written and what was skipped."""
     from tqdm.auto import tqdm
 
@@ -314,7 +341,7 @@ def make_dataset(out_dir: str | Path, *, epic_csv: str | Path | None = None, seg
 
     if epic_csv is not None:
         base = 1 if frame_base is None else frame_base
-        items = epic_segments(Path(epic_csv).expanduser(), videos_path, base)
+        items = epic_segments(Path(epic_csv).expanduser(), videos_path, base, use_timestamps=epic_timestamps)
     elif segments is not None:
         base = 0 if frame_base is None else frame_base
         items = generic_segments(Path(segments).expanduser(), videos_path, time_unit, base)
@@ -324,7 +351,7 @@ def make_dataset(out_dir: str | Path, *, epic_csv: str | Path | None = None, seg
 
     out = Path(out_dir).expanduser()
     settings = {"size": size, "test_fraction": test_fraction, "seed": seed, "frame_base": base,
-                "time_unit": time_unit, "image_format": image_format,
+                "time_unit": time_unit, "image_format": image_format, "epic_timestamps": epic_timestamps,
                 "source": str(Path(epic_csv or segments or pairs).expanduser().resolve())}
     settings_file = out / SETTINGS_NAME
     if settings_file.is_file():
@@ -468,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-base", type=int, default=None,
                         help="the number of a video's first frame in the annotations (default: 1 for EPIC-KITCHENS, "
                              "0 for --segments)")
+    parser.add_argument("--epic-timestamps", action="store_true",
+                        help="EPIC-KITCHENS: locate segments by start_timestamp/stop_timestamp (seconds) instead of "
+                             "start_frame/stop_frame, for videos whose frame rate differs from the annotations'")
     parser.add_argument("--image-format", choices=["png", "jpg"], default="png", help="format of the written images")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     return parser
@@ -479,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         report = make_dataset(args.out, epic_csv=args.epic_csv, segments=args.segments, pairs=args.pairs,
                               videos_dir=args.videos_dir, size=args.size, test_fraction=args.test_fraction,
                               seed=args.seed, time_unit=args.time_unit, frame_base=args.frame_base,
-                              image_format=args.image_format, progress=not args.no_progress)
+                              image_format=args.image_format, epic_timestamps=args.epic_timestamps,
+                              progress=not args.no_progress)
     except MakeDatasetError as err:
         print(f"actedit-make-dataset: error: {err}", file=sys.stderr)
         return 2
