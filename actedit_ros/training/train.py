@@ -809,9 +809,9 @@ class LatentCache:
         for row, key in enumerate(keys):
             if key not in self.entries:
                 mean, std = encode_latents(vae, pixels[row:row + 1])
-                self.entries[key] = (mean[0], std[0])
+                self.entries[key] = (mean[0].cpu(), std[0].cpu())  # host memory, also when training on a GPU
         means, stds = zip(*(self.entries[key] for key in keys))
-        return torch.stack(means), torch.stack(stds)
+        return torch.stack(means).to(pixels.device), torch.stack(stds).to(pixels.device)
 
 
 def training_micro_step(batch: dict, generator: torch.Generator, args, unet, reference_unet, vae, scaling: float,
