@@ -295,6 +295,44 @@ def test_conditioning_dropout_rates_as_configured():
     assert not none_text.any() and not none_image.any()
 
 
+def test_training_step_applies_the_dropout_masks(tiny_components, squares):
+    from accelerate import Accelerator
+    from diffusers import DDPMScheduler
+
+    from actedit_ros.training.train import training_micro_step
+
+    c = tiny_components
+    unet = copy.deepcopy(c.unet)
+    dataset = tdata.EditPairDataset(squares, 32, split="train")
+    batch = tdata.collate_pairs([dataset[i] for i in range(6)])
+    negatives = tdata.NegativeInstructionSampler(dataset.instructions)
+    predictor = GoalPredictor(c)
+    embedded = []
+
+    def embed(texts):
+        embedded.append(list(texts))
+        return torch.cat([predictor.text_embedding(t) for t in texts])
+
+    scheduler = DDPMScheduler.from_config(c.scheduler.config)
+    weights = losses.LossWeights(action=1.0)
+
+    def step(text, image, both):
+        args = build_parser().parse_args(["--output-dir", "x", "--dataset-dir", "x", "--drop-text-prob", str(text),
+                                          "--drop-image-prob", str(image), "--drop-both-prob", str(both)])
+        embedded.clear()
+        return training_micro_step(batch, micro_batch_generator(0, 0, 0), args, unet, None, c.vae, 0.18215,
+                                   scheduler, "epsilon", weights, negatives, embed, torch.float32, Accelerator())
+
+    kept = step(0, 0, 0)
+    assert kept.action > 0 and embedded[0] == batch["instruction"] and len(embedded) == 2  # true + negatives
+    no_text = step(1, 0, 0)
+    assert no_text.action == 0 and embedded == [[""] * 6]  # every prompt blank, no negatives drawn
+    no_image, both = step(0, 1, 0), step(0, 0, 1)
+    assert not torch.equal(no_image.prediction, kept.prediction)  # the image condition was zeroed
+    # Both dropped: blank prompts like text-only, and the image condition zeroed on top (same noise: same generator).
+    assert both.action == 0 and not torch.allclose(both.prediction, no_text.prediction)
+
+
 def test_micro_batch_generator_depends_only_on_its_key():
     a = torch.rand(4, generator=micro_batch_generator(0, 0, 7))
     assert torch.equal(a, torch.rand(4, generator=micro_batch_generator(0, 0, 7)))
