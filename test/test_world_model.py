@@ -89,3 +89,19 @@ def test_actedit_eval_rejects_bad_input(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing"), "--episodes", "1", "--out", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["--episodes", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_actedit_eval_merges_runs_keeping_one_copy_baseline(tmp_path):
+    from actedit_ros.world.evaluate import main
+
+    rows = {"regime": "fixed", "action": "push", "phrasing": "template", "held_out_combo": False,
+            "instruction": "push the cup", "psnr": 20.0, "ssim": 0.5, "read_as": "no_change", "seconds": 0.0}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        lines = [{**rows, "episode": "e0", "model": m, "correct": m != "copy input"} for m in ("copy input", name)]
+        (tmp_path / name / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "merged"
+    assert main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert table.count("| copy input | 1 |") == 1 and "| a | 1 |" in table and "| b | 1 |" in table
+    assert main(["--merge", str(tmp_path / "missing"), "--out", str(out)]) == 2

@@ -175,7 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
+                        help="evaluate nothing: combine the records.jsonl of earlier runs (e.g. one per model, run in "
+                             "parallel) into one table in --out (the copy baseline is taken from the first)")
     return parser
+
+
+def merge_records(paths: list[Path]) -> list[dict]:
+    """Records of several runs; the copy baseline only once (from the first run)."""
+    records = []
+    for i, path in enumerate(paths):
+        path = path / "records.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"--merge: no records file at {path}")
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["model"] != COPY or i == 0:
+                records.append(record)
+    return records
 
 
 def _parse_models(values: list[str] | None) -> dict[str, str | None]:
@@ -194,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from actedit_ros.editing import ModelLoadError
 
+    if args.merge:
+        try:
+            records = merge_records(args.merge)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            print(f"actedit-eval: error: {err}", file=sys.stderr)
+            return 2
+        return _write_outputs(records, args, argv)
     try:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -205,7 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
-    command = "actedit-eval " + " ".join(argv if argv is not None else sys.argv[1:])
+    code = _write_outputs(records, args, argv)
+    print(f"({time.time() - started:.0f} s)")
+    return code
+
+
+def _write_outputs(records: list[dict], args, argv) -> int:
+    command = "actedit-eval " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:]))
     table = markdown_tables(records, command.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
@@ -213,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in records:
             handle.write(json.dumps(r) + "\n")
     print(table)
-    print(f"({time.time() - started:.0f} s; written to {args.out}/table.md, records.jsonl, examples.png)")
+    print(f"written to {args.out}/table.md and records.jsonl")
     return 0
 
 

@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         return _wait(decoder)
     flags = {**common, "--pretrained-model": ip2p_dir, "--output-dir": stage5_dir,
              "--max-train-steps": args.editaction_steps, "--learning-rate": args.finetune_learning_rate,
-             "--cross-attention": "trainable", "--action-loss-weight": 0.01, "--regularizer-weight": 1.0}
+             "--cross-attention": "trainable", "--action-loss-weight": 0.01, "--regularizer-weight": 0.1}
     flags.update(ABLATIONS[args.ablation])
     run_actedit_train(flags)
     if _wait(decoder) != 0:
