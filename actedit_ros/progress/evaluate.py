@@ -171,7 +171,11 @@ def plot_curves(scores: list[EpisodeScores], path: Path, per_group: int = 2) -> 
     fig, axes = plt.subplots(len(groups), per_group, figsize=(5 * per_group, 3.2 * len(groups)), squeeze=False)
     colours = {"ours": "tab:blue", "pixel MSE": "tab:orange", "SSIM": "tab:green"}
     for row, (condition, regime) in enumerate(groups):
-        group = [s for s in scores if s.condition == condition and s.regime == regime][:per_group]
+        group, actions = [], set()
+        for s in scores:  # examples of different actions
+            if s.condition == condition and s.regime == regime and s.action not in actions and len(group) < per_group:
+                group.append(s)
+                actions.add(s.action)
         for col in range(per_group):
             ax = axes[row][col]
             if col >= len(group):
