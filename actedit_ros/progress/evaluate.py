@@ -296,7 +296,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                         args.hold_end))
     rows = summarise(scores)
     table = markdown_table(rows)
-    command = "actedit-eval-progress " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = ("actedit-eval-progress " + shlex.join(sys.argv[1:] if argv is None else argv)).strip()
     report = "\n".join([
         "# Progress scoring: value-order correlation and false 'reached' rate",
         "",
