@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     loss.add_argument("--action-temperature", type=float, default=0.01,
                       help="temperature of the diffusion classifier p(c+|x) = softmax(-[e+, e-]/T)[0], in units of the "
                            "per-element mean squared error. Smaller is sharper; 1/(latent elements) would be the "
-                           "likelihood-exact value and saturates")
+                           "likelihood-exact value and saturates. 0.01 sits at the measured error gaps of a "
+                           "partly trained model (median 0.002, 90th percentile 0.017): informative, not saturated")
     loss.add_argument("--regularizer-weight", type=float, default=None,
                       help="weight of the MSE between the UNet's prediction and the frozen initial UNet's (0 switches "
                            "it off). Default: 0.1 when starting from pretrained weights, 0 for a random-init UNet "
