@@ -443,6 +443,17 @@ def test_starting_from_plain_sd_widens_conv_in(tmp_path, squares):
     assert GoalPredictor.from_pretrained(str(out), device="cpu").components.unet.config.in_channels == 8
 
 
+def test_error_gap_diagnostics(tiny_model, squares):
+    from actedit_ros.training.diagnostics import error_gaps
+
+    report = error_gaps(str(tiny_model), str(squares), pairs=4, image_mode="crop")
+    assert report.gap.shape == (4,) and 0 <= report.accuracy <= 1 and (report.error_true > 0).all()
+    expected = float(losses.action_loss(torch.from_numpy(report.error_true), torch.from_numpy(report.error_negative),
+                                        0.01))
+    assert math.isclose(report.loss_by_temperature[0.01], expected, rel_tol=1e-5)
+    assert any("median" in line for line in report.lines())
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_model, capsys):
     code = main(["--pretrained-model", str(tiny_model), "--dataset-dir", str(tmp_path), "--output-dir",
                  str(tmp_path / "out"), "--no-progress"])

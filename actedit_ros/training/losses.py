@@ -16,11 +16,11 @@ x0-prediction, which converges much faster for small models trained from scratch
 
 Defaults (``actedit-train`` flags; the paper picked its lambdas by a small sweep, these are ours and why):
 
-- ``--action-temperature 0.01``: measured on the embedded default model's training data after 450 steps of the plain
-  objective, the gap e- - e+ (per-element MSE) has median 0.002 and 90th percentile 0.017 (classifier accuracy 69%);
-  at 0.01 the action loss is 0.60 (< log 2 = 0.69), i.e. the classifier is informative without saturating, so every
-  sample still carries a gradient. At 0.001 it saturates (loss 1.28, dominated by the worst samples); at 0.1 it is
-  flat (0.675).
+- ``--action-temperature 0.01``: measured with ``python -m actedit_ros.training.diagnostics`` on the default model's
+  synthetic data after ~500 steps of the plain objective, the gap e- - e+ (per-element MSE) has median ~0.002 and
+  90th percentile ~0.015 (classifier accuracy ~70%); at 0.01 the action loss is ~0.59 (< log 2 = 0.69): the
+  classifier is informative without saturating, so every sample still carries a gradient. At 0.001 it saturates
+  (~1.0-1.3, dominated by the worst samples); at 0.1 it is nearly flat (~0.68).
 - ``--action-loss-weight 0.01``: the action loss's gradient on the errors is sigmoid(gap/T)/T, about 40-50 at T=0.01,
   so a weight of 0.01 makes it an auxiliary term about half as strong as the diffusion loss's.
 - ``--regularizer-weight 0.1`` when fine-tuning pretrained weights (0 from a random init, where the "initial
