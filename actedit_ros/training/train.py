@@ -22,8 +22,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
-import os
 import shutil
 import sys
 import time
