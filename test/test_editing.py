@@ -167,3 +167,19 @@ def test_sd15_layout_with_clip_text_encoder_loads_and_predicts(tmp_path):
     a = predictor.predict(frame(), "put the lid on the pot", steps=2, seed=4)
     b = predictor.predict(frame(), "put the lid on the pot", steps=2, seed=4)
     assert a.image.shape == (48, 64, 3) and np.array_equal(a.image, b.image)
+
+
+def test_x0_model_samples_with_its_own_scheduler_and_refuses_euler_ancestral(tmp_path):
+    from diffusers import DDIMScheduler
+
+    model = make_tiny_model(tmp_path / "x0", prediction_type="sample")
+    config = DDIMScheduler.from_pretrained(model / "scheduler").config
+    DDIMScheduler.from_config(config).save_pretrained(model / "scheduler")
+    index = json.loads((model / "model_index.json").read_text())
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    (model / "model_index.json").write_text(json.dumps(index))
+    predictor = GoalPredictor.from_pretrained(str(model), device="cpu")  # scheduler="auto": the model's own
+    assert type(predictor.components.scheduler).__name__ == "DDIMScheduler"
+    assert predictor.predict(frame(), "open the drawer", steps=2).image.shape == (48, 64, 3)
+    with pytest.raises(ModelLoadError, match="euler_ancestral"):
+        GoalPredictor.from_pretrained(str(model), device="cpu", scheduler="euler_ancestral")

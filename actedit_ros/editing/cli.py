@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="", help="diffusers-format model directory (default: the embedded model)")
     parser.add_argument("--device", default="auto", help="auto (GPU when available), cpu, or cuda[:N] (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on GPU, float32 on CPU), float16, bfloat16, float32")
-    parser.add_argument("--scheduler", default="euler_ancestral", choices=sorted(SCHEDULERS),
-                        help="sampler (default: euler_ancestral as InstructPix2Pix; ddim is deterministic)")
+    parser.add_argument("--scheduler", default="auto", choices=["auto", *sorted(SCHEDULERS)],
+                        help="sampler: auto = the model's own (euler_ancestral for InstructPix2Pix, ddim for the "
+                             "x0-prediction default model); ddim is deterministic given the seed (default: auto)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
     parser.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale (default: 7.5)")
     parser.add_argument("--image-guidance", type=float, default=1.5,

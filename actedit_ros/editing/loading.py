@@ -39,7 +39,7 @@ ALLOWED_CLASSES = {
     },
 }
 
-# Sampler names accepted by GoalPredictor / the node's `scheduler` parameter.
+# Sampler names accepted by GoalPredictor / the node's `scheduler` parameter, besides "auto" (the model's own).
 SCHEDULERS = {
     "euler_ancestral": "EulerAncestralDiscreteScheduler",  # InstructPix2Pix's default
     "ddim": "DDIMScheduler",  # deterministic given the seed
@@ -161,14 +161,21 @@ def _component_class(index: dict, name: str):
     return getattr(importlib.import_module(library), class_name)
 
 
-def make_scheduler(scheduler_config, name: str | None):
-    """A scheduler of the named kind built from a model's scheduler config (keeps its prediction_type)."""
+def make_scheduler(scheduler_config, name: str | None = "auto"):
+    """A scheduler of the named kind built from a model's scheduler config (keeps its prediction_type).
+
+    ``"auto"`` (or None) keeps the model's own scheduler class. Euler-ancestral cannot step an x0-prediction
+    (``prediction_type="sample"``) model in diffusers, so asking for it there is refused with advice.
+    """
     import diffusers
 
-    if name is None:
+    if name in (None, "", "auto"):
         return getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
     if name not in SCHEDULERS:
-        raise ModelLoadError(f"unknown scheduler {name!r}: use one of {', '.join(SCHEDULERS)}")
+        raise ModelLoadError(f"unknown scheduler {name!r}: use auto or one of {', '.join(SCHEDULERS)}")
+    if name == "euler_ancestral" and scheduler_config.get("prediction_type") == "sample":
+        raise ModelLoadError("the euler_ancestral scheduler cannot sample this x0-prediction model "
+                             "(prediction_type 'sample'); use auto (the model's own), ddim or dpm_solver")
     return getattr(diffusers, SCHEDULERS[name]).from_config(scheduler_config)
 
 
@@ -184,7 +191,7 @@ def _quiet_hf_loaders() -> None:
 
 
 def load_components(model_path: str | os.PathLike, device: str = "auto", dtype: str | torch.dtype | None = None,
-                    scheduler: str | None = "euler_ancestral") -> EditActionComponents:
+                    scheduler: str | None = "auto") -> EditActionComponents:
     """Load every component of a model directory onto ``device`` (text encoder, VAE and UNet in eval mode)."""
     path = Path(model_path).expanduser().resolve()
     index = read_model_index(path)

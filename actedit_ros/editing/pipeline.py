@@ -91,7 +91,7 @@ class GoalPredictor:
 
     @classmethod
     def from_pretrained(cls, model_path: str | None = None, device: str = "auto", dtype: str | None = None,
-                        scheduler: str = "euler_ancestral") -> "GoalPredictor":
+                        scheduler: str = "auto") -> "GoalPredictor":
         """Load a model directory; ``model_path=None`` (or "") loads the embedded default model."""
         return cls(load_components(resolve_model_path(model_path), device=device, dtype=dtype, scheduler=scheduler))
 

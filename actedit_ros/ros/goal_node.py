@@ -110,8 +110,8 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   read_only=True),
     NodeParameter("dtype", "", "Model precision: empty = float16 on GPU, float32 on CPU; or float32, float16, "
                   "bfloat16.", read_only=True),
-    NodeParameter("scheduler", "euler_ancestral", "Diffusion sampler (see actedit_ros.editing.loading.SCHEDULERS).",
-                  read_only=True),
+    NodeParameter("scheduler", "auto", "Diffusion sampler: auto (the model's own), euler_ancestral, ddim, euler or "
+                  "dpm_solver.", read_only=True, choices=("auto", "euler_ancestral", "ddim", "euler", "dpm_solver")),
     NodeParameter("torch_threads", 0, "CPU threads torch may use (torch.set_num_threads); 0 = all cores but one, "
                   "which stays free for camera and progress callbacks (torch competing with them for every core "
                   "slows a CPU prediction down many times).", read_only=True, int_range=(0, 256)),
