@@ -18,7 +18,8 @@ from actedit_ros.editing.tiny import make_tiny_model
 from actedit_ros.training import data as tdata
 from actedit_ros.training import losses
 from actedit_ros.training.train import (LatentCache, TrainingError, build_parser, dropout_masks, encode_latents, main,
-                                        micro_batch_generator, random_unet_from_config, train, widen_conv_in)
+                                        micro_batch_generator, random_unet_from_config, train)
+from actedit_ros.editing.loading import widen_conv_in
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}

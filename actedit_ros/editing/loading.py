@@ -190,9 +190,33 @@ def _quiet_hf_loaders() -> None:
     diffusers.utils.logging.disable_progress_bar()
 
 
+def widen_conv_in(unet, in_channels: int = 8):
+    """Give ``unet`` a conv_in with ``in_channels`` inputs: the old weights on the first channels, zeros on the rest.
+
+    This is how InstructPix2Pix starts from plain SD-1.5: at initialisation the widened UNet computes exactly what
+    the original did, whatever the image latents.
+    """
+    old = unet.conv_in
+    if old.in_channels >= in_channels:
+        return unet
+    new = torch.nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                          device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :old.in_channels].copy_(old.weight)
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    return unet
+
+
 def load_components(model_path: str | os.PathLike, device: str = "auto", dtype: str | torch.dtype | None = None,
-                    scheduler: str | None = "auto") -> EditActionComponents:
-    """Load every component of a model directory onto ``device`` (text encoder, VAE and UNet in eval mode)."""
+                    scheduler: str | None = "auto", widen_plain_sd: bool = False) -> EditActionComponents:
+    """Load every component of a model directory onto ``device`` (text encoder, VAE and UNet in eval mode).
+
+    ``widen_plain_sd`` (for training): a plain SD-1.5 UNet with 4 input channels gets 4 zero-initialised extra
+    input channels instead of being refused.
+    """
     path = Path(model_path).expanduser().resolve()
     index = read_model_index(path)
     torch_device = resolve_device(device)
@@ -224,6 +248,8 @@ def load_components(model_path: str | os.PathLike, device: str = "auto", dtype: 
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ModelLoadError(f"could not load the model in {path}: {err}") from err
 
+    if widen_plain_sd and unet.config.in_channels == vae.config.latent_channels:
+        widen_conv_in(unet, 2 * vae.config.latent_channels)
     if unet.config.in_channels != 8:
         raise ModelLoadError(f"{path}/unet has {unet.config.in_channels} input channels; an InstructPix2Pix/EditAction "
                              f"UNet has 8 (4 noisy latents + 4 image latents). To start from plain SD-1.5, "

@@ -234,8 +234,8 @@ def load_starting_model(pretrained_model: str):
     """Load the starting model's components (float32, CPU) through the project's loader.
 
     Returns ``(components, source_index)``: an :class:`~actedit_ros.editing.EditActionComponents` whose scheduler is
-    the model's own scheduler class, and the model_index.json dict. A plain SD-1.5 directory (4-channel UNet) is
-    loaded by :func:`load_plain_sd_components` and its conv_in widened to 8 channels.
+    the model's own scheduler class, and the model_index.json dict. A plain SD-1.5 directory (4-channel UNet) gets
+    its conv_in widened to 8 channels, the extra 4 zero-initialised.
     """
     from actedit_ros.editing import ModelLoadError, load_components, resolve_model_path
     from actedit_ros.editing.loading import read_model_index
@@ -243,62 +243,10 @@ def load_starting_model(pretrained_model: str):
     path = resolve_model_path(None if pretrained_model in (None, "", "default") else pretrained_model)
     try:
         index = read_model_index(path)
-        unet_config = path / "unet" / "config.json"
-        if unet_config.is_file() and json.loads(unet_config.read_text()).get("in_channels") == 4:
-            components = load_plain_sd_components(path, index)
-        else:
-            components = load_components(path, device="cpu", dtype=torch.float32, scheduler=None)
+        components = load_components(path, device="cpu", dtype=torch.float32, scheduler=None, widen_plain_sd=True)
     except ModelLoadError as err:
         raise TrainingError(f"cannot load --pretrained-model: {err}") from err
     return components, index
-
-
-def load_plain_sd_components(path: Path, index: dict):
-    """Components of a plain SD-1.5 directory (4-channel UNet), with conv_in widened to 8 channels.
-
-    The project's loader refuses 4-channel UNets (inference needs 8); this is the one place that loads them, with
-    the same rules (local files only, safetensors only).
-    """
-    from actedit_ros.editing import EditActionComponents, ModelLoadError
-    from actedit_ros.editing.loading import REQUIRED_COMPONENTS, _check_weights_are_safetensors, _component_class
-
-    missing = [name for name in REQUIRED_COMPONENTS if not (path / name).is_dir()]
-    if missing:
-        raise ModelLoadError(f"{path} is missing the component folder(s) {', '.join(missing)}")
-    for name in ("unet", "vae", "text_encoder"):
-        _check_weights_are_safetensors(path / name, name)
-    common = {"local_files_only": True, "use_safetensors": True}
-    try:
-        unet = _component_class(index, "unet").from_pretrained(path / "unet", **common)
-        vae = _component_class(index, "vae").from_pretrained(path / "vae", **common)
-        text_encoder = _component_class(index, "text_encoder").from_pretrained(path / "text_encoder", **common)
-        tokenizer = _component_class(index, "tokenizer").from_pretrained(path / "tokenizer", local_files_only=True)
-        scheduler = _component_class(index, "scheduler").from_pretrained(path / "scheduler", local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise ModelLoadError(f"could not load the model in {path}: {err}") from err
-    unet = widen_conv_in(unet, 2 * vae.config.latent_channels)
-    resolution = int(index.get("_actedit_resolution") or unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1))
-    return EditActionComponents(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                scheduler=scheduler, model_path=path, resolution=resolution,
-                                device=torch.device("cpu"), dtype=torch.float32)
-
-
-def widen_conv_in(unet, in_channels: int = 8):
-    """Give ``unet`` a conv_in with ``in_channels`` inputs: the old weights on the first channels, zeros on the rest.
-
-    At initialisation the widened UNet therefore computes exactly what the original did, whatever the image latents.
-    """
-    old = unet.conv_in
-    if old.in_channels >= in_channels:
-        return unet
-    new = torch.nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :old.in_channels].copy_(old.weight)
-        new.bias.copy_(old.bias)
-    unet.conv_in = new
-    unet.register_to_config(in_channels=in_channels)
-    return unet
 
 
 def random_unet_from_config(config_path: str, seed: int, vae, text_encoder):
