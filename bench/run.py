@@ -5,6 +5,7 @@ Rows come from the bench_*.py modules beside this file (each also runs alone and
   bench_progress.py    progress scoring frames/s at 640x480 on one core, and the pixel-MSE baseline's, as a ratio
   bench_node.py        node end to end over real rclpy: 30 Hz camera -> progress latency p50/p95 while a goal is
                        being predicted, dropped frames; peak resident (and GPU) memory of the node
+  bench_training.py    training step time of the default model's architecture by objective (no target)
 Run it on an otherwise idle machine: the figures are wall-clock times.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from table import Row, print_table  # noqa: E402
 
-MODULES = ("bench_prediction", "bench_progress", "bench_node")
+MODULES = ("bench_prediction", "bench_progress", "bench_node", "bench_training")
 
 
 def main(argv: list[str] | None = None) -> int:
