@@ -66,7 +66,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
         for name, (image, seconds) in outputs.items():
             read = readout.read(image)
             records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
-                            "correct": bool(read.correct), "read_as": read.label, "seconds": seconds})
+                            "correct": bool(read.correct), "read_as": read.label, "seconds": seconds,
+                            "candidates": len(read.distances)})
         if sheet_path is not None and len(sheet_rows) < 16:
             sheet_rows.append((ep.instruction, [start] + [outputs[n][0] for n in predictors] + [end]))
     if sheet_path is not None and sheet_rows:
@@ -132,6 +133,13 @@ def markdown_tables(records: list[dict], command: str) -> str:
                      f"{acc(lambda r: r['phrasing'] == 'template')} | {acc(lambda r: r['phrasing'] == 'paraphrase')} | "
                      f"{acc(lambda r: r['phrasing'] == 'unseen_verb')} | {acc(lambda r: r['regime'] == 'fixed')} | "
                      f"{acc(lambda r: r['regime'] == 'head')} | {acc(lambda r: r['held_out_combo'])} |")
+    counts = [r["candidates"] for r in records if "candidates" in r and r["model"] == models[0]]
+    if counts:
+        lines += ["", f"Action accuracy counts a prediction correct when the pixel readout picks the true end state "
+                      f"among {np.mean(counts):.1f} candidate end states on average (the true one, the same action on "
+                      f"other objects, every other possible action, no change); a uniform guess would score "
+                      f"{100 * np.mean([1 / c for c in counts]):.0f}%. 'unreadable' (far from every candidate) "
+                      f"counts as wrong."]
     lines += ["", "Per action type (PSNR dB / SSIM / action accuracy; copy-input baseline first):", ""]
     head = "| action | n | " + " | ".join(models) + " |"
     lines += [head, "|---|---|" + "---|" * len(models)]
