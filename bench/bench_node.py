@@ -230,11 +230,13 @@ class Client:
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
         previous = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
-        if camera_profile is not None:  # read when this process's first participant is created (just below)
+        if camera_profile is not None:
+            # Fast DDS reads it once per process, when the process's first participant is created (rmw_fastrtps
+            # creates it with the context's first node). A process that already made one keeps its transports.
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(camera_profile)
         try:
+            rclpy.init(context=self.context)
             self.node = rclpy.create_node("bench_node_client", context=self.context)
         finally:
             if camera_profile is not None:
