@@ -125,7 +125,12 @@ def image_to_rgb(encoding: str, height: int, width: int, step: int, is_bigendian
         samples = scale_16_to_8(samples)
     else:
         samples = rows.reshape(height, width, layout.channels)
-    return np.ascontiguousarray(samples[:, :, list(layout.to_rgb)], dtype=np.uint8)
+    if tuple(layout.to_rgb) == (0, 1, 2) and layout.channels == 3:  # rgb8: one contiguous copy
+        return np.array(samples, dtype=np.uint8, order="C")
+    rgb = np.empty((height, width, 3), np.uint8)
+    for out_channel, channel in enumerate(layout.to_rgb):  # per-channel copies: fancy indexing is several times slower
+        rgb[:, :, out_channel] = samples[:, :, channel]
+    return rgb
 
 
 def _check_rgb(rgb, what: str = "image") -> np.ndarray:
