@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                                    f"--instruction-topic (the bag's topics: {bag.describe_topics()})")
             rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)
             node = rclpy.create_node(args.node_name)
-            executor = None
+            executor, spin_thread = None, None
             try:
                 with stop_on_signals(stop):
                     requester = None
@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   image_topics[0] if len(image_topics) == 1 else None)
                         executor = SingleThreadedExecutor()
                         executor.add_node(node)
-                        threading.Thread(target=executor.spin, daemon=True).start()
+                        spin_thread = threading.Thread(target=executor.spin, daemon=True)
+                        spin_thread.start()
                         if not requester.wait_for_service(args.wait_timeout):
                             raise BagError(f"service {args.predict_service} is not available after "
                                            f"{args.wait_timeout} s (is the goal node running?)")
@@ -387,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 if executor is not None:
                     executor.shutdown()
+                    # A spin thread still inside rcl when the interpreter exits aborts the process
+                    # ("terminate called without an active exception"): wait for it to leave.
+                    spin_thread.join(timeout=5.0)
                 node.destroy_node()
                 rclpy.try_shutdown()
     except BagError as exc:
