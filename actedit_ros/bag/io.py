@@ -268,16 +268,7 @@ class BagReader:
 
     def string_topic(self, requested: str | None = None) -> str | None:
         """An instruction topic: `requested` (checked), else the bag's only std_msgs/String topic, else None."""
-        topics = self.topics
-        if requested:
-            if requested not in topics:
-                raise BagError(f"topic {requested!r} is not in bag {self.path}; its topics: {self.describe_topics()}")
-            if topics[requested].msgtype != STRING_TYPE:
-                raise BagError(f"topic {requested!r} in bag {self.path} has type {topics[requested].msgtype}, "
-                               f"not {STRING_TYPE}")
-            return requested
-        found = self.topics_of_type([STRING_TYPE])
-        return found[0] if len(found) == 1 else None
+        return self.single_topic(STRING_TYPE, requested, option="the instruction topic option", required=False)
 
     def single_topic(self, msgtype: str, requested: str | None = None, option: str = "a topic option",
                      required: bool = True) -> str | None:
