@@ -47,7 +47,8 @@ UNET_CONFIG = dict(sample_size=(IMAGE_SIZE[1] // 4, IMAGE_SIZE[0] // 4), in_chan
                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                    cross_attention_dim=384, attention_head_dim=4, norm_num_groups=32)
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                        prediction_type="sample", timestep_spacing="trailing")
+                        prediction_type="sample", timestep_spacing="trailing",
+                        clip_sample=False)  # latents are scaled to unit variance: clipping x0 to [-1, 1] ruins them
 ABLATIONS = {
     "editaction": {},  # the full objective
     "no_action_loss": {"--action-loss-weight": "0"},
