@@ -45,6 +45,8 @@ def test_exported_model_layout_is_small_fp16_and_names_the_text_encoder_package(
     index = json.loads((exported_model / "model_index.json").read_text())
     assert index["_actedit_text_encoder_package"] == TEXT_ENCODER_PACKAGE
     assert not (exported_model / "text_encoder").exists()
+    scheduler = json.loads((exported_model / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "sample" and scheduler["clip_sample"] is False
     assert (exported_model / "README.md").read_text().startswith("# Embedded default model")
     from safetensors import safe_open
 

@@ -314,6 +314,10 @@ def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, vae_source: Pa
         vae = AutoencoderKL.from_pretrained(vae_source, **common)
     vae.to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
     shutil.copytree(model_dir / "scheduler", tmp / "scheduler")
+    scheduler_file = tmp / "scheduler" / "scheduler_config.json"
+    scheduler_config = json.loads(scheduler_file.read_text())
+    scheduler_config["clip_sample"] = False  # unit-variance latents must not be clipped to [-1, 1]
+    scheduler_file.write_text(json.dumps(scheduler_config, indent=2) + "\n")
     shutil.copy(model_dir / "model_index.json", tmp / "model_index.json")
     config = model_dir / "training_config.json"
     if config.exists():
