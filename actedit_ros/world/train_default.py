@@ -134,6 +134,23 @@ def fixed_encoder_vae(seed: int = 0):
     return vae
 
 
+def resize_dataset(source: Path, target: Path, size: tuple[int, int]) -> Path:
+    """Copy a dataset folder with every image area-resized to `size` (how the shipped model's 64x48 data was made:
+    rendered at 64x64, then resized - the world draws in normalised coordinates, so this is the same scene)."""
+    import cv2
+    from tqdm import tqdm
+
+    (target / "images").mkdir(parents=True, exist_ok=True)
+    lines = (source / "index.jsonl").read_text().splitlines()
+    for line in tqdm(lines, desc=f"resize -> {target}", unit="pair"):
+        record = json.loads(line)
+        for key in ("input_image", "edited_image"):
+            image = cv2.imread(str(source / record[key]))
+            cv2.imwrite(str(target / record[key]), cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    (target / "index.jsonl").write_text("\n".join(lines) + "\n")
+    return target
+
+
 def _save_optimizer(optimizer, path: Path) -> None:
     """Adam state as safetensors (no pickle): tensors flattened by parameter index, hyper-parameters as JSON."""
     from safetensors.torch import save_file
@@ -370,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ip2p-stop-at", type=int, default=None,
                         help="end stage 4 at this step although its LR schedule plans for --ip2p-steps (how the "
                              "shipped model was made within one session's time)")
-    parser.add_argument("--editaction-steps", type=int, default=150,
+    parser.add_argument("--editaction-steps", type=int, default=300,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
@@ -421,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (dataset_dir / "index.jsonl").exists() or sum(1 for _ in open(dataset_dir / "index.jsonl")) < \
             args.train_episodes + args.test_episodes:
-        write_dataset(dataset_dir, args.train_episodes, args.test_episodes, IMAGE_SIZE)
+        square = work / "dataset_64x64"
+        write_dataset(square, args.train_episodes, args.test_episodes, (64, 64))
+        resize_dataset(square, dataset_dir, IMAGE_SIZE)
     if args.stop_after == "dataset":
         return 0
     if args.only_decoder:
