@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ip2p-stop-at", type=int, default=None,
                         help="end stage 4 at this step although its LR schedule plans for --ip2p-steps (how the "
                              "shipped model was made within one session's time)")
-    parser.add_argument("--editaction-steps", type=int, default=300,
+    parser.add_argument("--editaction-steps", type=int, default=1500,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
