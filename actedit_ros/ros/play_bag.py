@@ -265,6 +265,17 @@ class BagPlayer:
                 pass
 
 
+def rclpy_available(prog: str) -> bool:
+    """True when rclpy imports; otherwise the tool says how to get it (play-bag and record-bag need ROS)."""
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as exc:
+        print(f"{prog}: error: rclpy is not available ({exc}); source scripts/env.sh or a ROS 2 setup first",
+              file=sys.stderr)
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event):
     """Within the block, SIGINT and SIGTERM set `stop` (a clean end) instead of raising; handlers restored after."""
@@ -320,13 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        import rclpy
-        from rclpy.signals import SignalHandlerOptions
-    except ImportError as exc:
-        print(f"{PROG}: error: rclpy is not available ({exc}); source scripts/env.sh or a ROS 2 setup first",
-              file=sys.stderr)
+    if not rclpy_available(PROG):
         return 1
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
     player = None

@@ -129,16 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-    except ImportError as exc:
-        print(f"{PROG}: error: rclpy is not available ({exc}); source scripts/env.sh or a ROS 2 setup first",
-              file=sys.stderr)
-        return 1
+    from actedit_ros.ros.play_bag import rclpy_available, stop_on_signals
 
-    from actedit_ros.ros.play_bag import stop_on_signals
+    if not rclpy_available(PROG):
+        return 1
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
     recorder = None
