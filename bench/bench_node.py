@@ -24,7 +24,7 @@ and a best-effort sample that does not fit goes over UDP in ~64 KiB fragments th
 buffer: with default settings almost no 640x480 frame reaches ANY best-effort subscriber on the host (measured:
 0 of 147; ros2/rmw_fastrtps#739). The segment that counts is the PUBLISHER's, so it is the camera driver's
 deployment setting, not the node's: this bench gives its camera participant a 16 MiB segment through a Fast DDS
-profile (FASTDDS_DEFAULT_PROFILES_FILE, see CAMERA_FASTDDS_PROFILE) and leaves the node on defaults.
+profile (FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml) and leaves the node on defaults.
 ``--default-transport`` measures without it.
 """
 from __future__ import annotations
@@ -60,25 +60,9 @@ PREDICT_TIMEOUT_S = 60.0
 LATENCY_TARGET_MS = 30.0
 NODE = "/goal_node"
 
-# Fast DDS profile for the camera's participant: shared memory with a segment that holds several 640x480 frames,
-# UDP kept for discovery and for peers on other hosts.
-CAMERA_FASTDDS_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor><transport_id>shm_16mib</transport_id><type>SHM</type>
-        <segment_size>16777216</segment_size></transport_descriptor>
-      <transport_descriptor><transport_id>udp</transport_id><type>UDPv4</type></transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="bench_camera" is_default_profile="true">
-      <rtps>
-        <userTransports><transport_id>shm_16mib</transport_id><transport_id>udp</transport_id></userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
+# Fast DDS profile for the camera's participant (the one the package ships for camera drivers): shared memory with a
+# 16 MiB segment that holds several 640x480 frames, UDP kept for discovery and for peers on other hosts.
+CAMERA_FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_large_frames.xml"
 
 
 # ------------------------------------------------------------------------------------------------ node process
@@ -363,12 +347,10 @@ def run_benchmark(camera_profile: bool = True) -> tuple[list[tuple[tuple[int, in
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     started = time.monotonic()
     node_process = NodeProcess(["--ros-args", "--log-level", "warn"])  # default parameters: embedded default model
-    profile = Path(node_process.workdir.name, "camera_fastdds.xml")
-    profile.write_text(CAMERA_FASTDDS_PROFILE)
     client = None
     results, stats, vm_hwm = [], {}, 0
     try:
-        client = Client(profile if camera_profile else None)
+        client = Client(CAMERA_FASTDDS_PROFILE if camera_profile else None)
         client.wait_for_node(node_process, NODE_START_TIMEOUT_S)
         startup_s = time.monotonic() - started
         for size in SIZES:

@@ -2,6 +2,8 @@
 
     ros2 launch actedit_ros goal_node.launch.py image_topic:=/camera/color/image_raw device:=cuda
     ros2 launch actedit_ros goal_node.launch.py --show-args     # every argument with its description
+    ros2 launch actedit_ros goal_node.launch.py \
+        fastdds_profile:=$(ros2 pkg prefix actedit_ros)/share/actedit_ros/config/fastdds_large_frames.xml
 
 Every node-parameter argument defaults to "" meaning "keep the value from config_file"; give a value to override it.
 """
@@ -42,6 +44,7 @@ def _node(context):
             overrides[name] = _CASTS[kind](value)
         except ValueError as err:
             raise ValueError(f"launch argument {name}:={value!r} must be a {kind}") from err
+    profile = LaunchConfiguration("fastdds_profile").perform(context)
     return [
         Node(
             package="actedit_ros",
@@ -52,6 +55,7 @@ def _node(context):
             ros_arguments=["--log-level", LaunchConfiguration("log_level")],
             output="screen",
             emulate_tty=True,
+            additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
         )
     ]
 
@@ -65,6 +69,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("node_name", default_value="goal_node",
                               description="Name of the node (its services and topics are ~/predict_goal, ...)."),
         DeclareLaunchArgument("log_level", default_value="info", description="Logging level: debug, info, warn, ..."),
+        DeclareLaunchArgument("fastdds_profile", default_value="",
+                              description="Fast DDS XML profile for the node's participant (sets "
+                                          "FASTDDS_DEFAULT_PROFILES_FILE), e.g. the package's "
+                                          "config/fastdds_large_frames.xml; empty: Fast DDS defaults. Frames over "
+                                          "512 KiB need it on the camera driver's side above all."),
     ]
     arguments += [
         DeclareLaunchArgument(name, default_value="", description=f"{description} Empty: value from config_file.")
