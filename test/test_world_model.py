@@ -107,3 +107,15 @@ def test_actedit_eval_merges_runs_keeping_one_copy_baseline(tmp_path):
     table = (out / "table.md").read_text()
     assert table.count("| copy input | 1 |") == 1 and "| a | 1 |" in table and "| b | 1 |" in table
     assert main(["--merge", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_train_default_stage4_step_counts_parse_as_increasing_phases(capsys):
+    from actedit_ros.world.train_default import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([]).ip2p_steps == [1600, 8000]  # what the shipped model went through
+    assert parser.parse_args(["--ip2p-steps", "500"]).ip2p_steps == [500]
+    for bad in ("8000,1600", "0", "1600,x", "1600,1600"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--ip2p-steps", bad])
+        assert "--ip2p-steps" in capsys.readouterr().err

@@ -351,11 +351,12 @@ def _readme(notes: dict) -> str:
         "# Embedded default model (EditAction on the synthetic world)",
         "",
         "A small diffusers-format InstructPix2Pix/EditAction model trained on CPU on `actedit_ros.world` episodes at",
-        "64x64 by `python -m actedit_ros.world.train_default` (`make train-default`), which reproduces it.",
+        "64x48 by `python -m actedit_ros.world.train_default` (`make train-default`), which reproduces it.",
         "",
-        "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x16 latents, fp16 safetensors;",
+        "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x12 latents, fp16 safetensors;",
         "  x0-prediction (`prediction_type: sample` in `scheduler/`).",
-        "- `vae/`: AutoencoderKL trained on world frames, 64x64x3 <-> 16x16x4, fp16 safetensors.",
+        "- `vae/`: AutoencoderKL, 64x48x3 <-> 16x12x4, fp16 safetensors: a fixed block-average encoder and a decoder",
+        "  trained on world frames.",
         "- `scheduler/`: DDIMScheduler config with `prediction_type: sample`. diffusers' Euler-ancestral sampler",
         "  raises NotImplementedError for x0-prediction; use `ddim`, `euler` or `dpm_solver` with this model.",
         f"- text encoder + tokenizer: NOT copied here. `model_index.json` names the package `{TEXT_ENCODER_PACKAGE}`",
@@ -382,8 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimizer steps of the VAE decoder (batch 16; the encoder is fixed, see fixed_encoder_vae)")
     parser.add_argument("--only-decoder", action="store_true",
                         help="only train the VAE decoder (the main command starts this in a second process)")
-    parser.add_argument("--ip2p-steps", type=int, default=1600,
-                        help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only)")
+    parser.add_argument("--ip2p-steps", type=_step_list, default=[1600, 8000],
+                        help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only). A comma-separated "
+                             "list runs it to each count in turn, resuming, each run with a cosine LR schedule "
+                             "planned for its own count (warm restart): how the shipped model was made, 1600 then "
+                             "extended to 8000")
     parser.add_argument("--ip2p-stop-at", type=int, default=None,
                         help="end stage 4 at this step although its LR schedule plans for --ip2p-steps (how the "
                              "shipped model was made within one session's time)")
@@ -464,13 +468,15 @@ def main(argv: list[str] | None = None) -> int:
               "--image-mode": "keep-aspect", "--resolution": RESOLUTION,
               "--checkpointing-steps": 50, "--checkpoints-total-limit": 2, "--resume-from-checkpoint": "latest",
               "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
-              "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None}
+              "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None,
+              "--cache-latents": None}  # the encoder is fixed: skip it from the second epoch on
     if args.ablation == "editaction":
-        run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
-                           "--output-dir": ip2p_dir, "--max-train-steps": args.ip2p_steps,
-                           **({"--stop-at-step": args.ip2p_stop_at} if args.ip2p_stop_at else {}),
-                           "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine", "--lr-warmup-steps": 50,
-                           "--action-loss-weight": 0, "--regularizer-weight": 0})
+        for ip2p_steps in args.ip2p_steps:  # a finished count returns at once when resumed
+            run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
+                               "--output-dir": ip2p_dir, "--max-train-steps": ip2p_steps,
+                               **({"--stop-at-step": args.ip2p_stop_at} if args.ip2p_stop_at else {}),
+                               "--learning-rate": args.learning_rate, "--lr-scheduler": "cosine",
+                               "--lr-warmup-steps": 50, "--action-loss-weight": 0, "--regularizer-weight": 0})
     if args.stop_after == "ip2p":
         return _wait(decoder)
     flags = {**common, "--pretrained-model": ip2p_dir, "--output-dir": stage5_dir,
@@ -485,6 +491,17 @@ def main(argv: list[str] | None = None) -> int:
         out = export_default(stage5_dir, vae_source=vae_dir / "vae", notes=_notes(work, "editaction"))
         print(f"exported to {out}")
     return 0
+
+
+def _step_list(text: str) -> list[int]:
+    """'1600,8000' -> [1600, 8000] (increasing positive step counts)."""
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected step counts like 1600 or 1600,8000; got {text!r}") from None
+    if any(n <= 0 for n in steps) or steps != sorted(set(steps)):
+        raise argparse.ArgumentTypeError(f"step counts must be positive and increasing; got {text!r}")
+    return steps
 
 
 def _decoder_running(vae_dir: Path) -> bool:
