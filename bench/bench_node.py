@@ -81,6 +81,12 @@ def serve_node(stats_path: str, ros_argv: list[str]) -> int:
     return code
 
 
+def read_cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_vm_hwm(pid: int) -> int:
     """Peak resident set size (VmHWM) of a process, in bytes, from /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -147,6 +153,7 @@ class Window:
     in_node_ms: list[float] = field(default_factory=list)  # stamp -> progress published (the message's frame_age)
     published: int = 0
     load: float = math.nan  # 1-minute load average when the window closed
+    node_cpu: float = math.nan  # CPU seconds the node process used per second of the window (1.0 = one full core)
 
     @property
     def received(self) -> int:
@@ -317,8 +324,11 @@ def measure_size(client: Client, node_process: NodeProcess, size: tuple[int, int
     client.camera.play(played)
 
     idle = Window("idle", time.time() + GRACE_S / 2, time.time() + GRACE_S / 2 + IDLE_WINDOW_S)
+    time.sleep(idle.start - time.time())
+    cpu_start = read_cpu_seconds(node_process.pid)
     time.sleep(idle.end - time.time())
     idle.load = os.getloadavg()[0]
+    idle.node_cpu = (read_cpu_seconds(node_process.pid) - cpu_start) / IDLE_WINDOW_S
 
     per_step = first.prediction_time / FIRST_STEPS
     steps = int(min(1000, max(FIRST_STEPS, math.ceil((BUSY_WINDOW_S + SETTLE_S + 2.0) / per_step))))
@@ -326,14 +336,18 @@ def measure_size(client: Client, node_process: NodeProcess, size: tuple[int, int
     requested = time.time()
     future = client.predict_async(instruction)
     deadline = requested + SETTLE_S + BUSY_WINDOW_S
+    time.sleep(SETTLE_S)
+    cpu_start, cpu_started_at = read_cpu_seconds(node_process.pid), time.time()
     while not future.done() and time.time() < deadline:
         node_process.check_alive()
         time.sleep(0.01)
     answered = time.time() if future.done() else None
+    busy_cpu = (read_cpu_seconds(node_process.pid) - cpu_start) / max(1e-3, time.time() - cpu_started_at)
     second = client.wait(future, "the second predict_goal", PREDICT_TIMEOUT_S, node_process)
     if answered is None:
         answered = time.time()
-    busy = Window("predicting", requested + SETTLE_S, min(deadline, answered - 0.05), load=os.getloadavg()[0])
+    busy = Window("predicting", requested + SETTLE_S, min(deadline, answered - 0.05), load=os.getloadavg()[0],
+                  node_cpu=busy_cpu)
     time.sleep(GRACE_S)
     facts = {"first_s": first.prediction_time, "second_steps": steps, "second_s": second.prediction_time,
              "second_ok": second.success, "second_message": second.message}
@@ -378,7 +392,8 @@ def latency_row(size: tuple[int, int], window: Window, facts: dict, with_target:
     detail = (f"{window.received} of {window.published} frames in {seconds:.1f} s, "
               f"max {max(window.latencies_ms):.1f} ms; "
               f"in the node (stamp to progress published, frame_age) p50 {window.percentile(50, in_node):.1f} ms, "
-              f"p95 {window.percentile(95, in_node):.1f} ms; load average {window.load:.1f} on {os.cpu_count()} cores")
+              f"p95 {window.percentile(95, in_node):.1f} ms; load average {window.load:.1f} on {os.cpu_count()} cores; "
+              f"node process CPU {window.node_cpu:.2f} cores")
     if with_target:
         detail += (f"; prediction {facts['second_steps']} steps, {facts['second_s']:.1f} s"
                    + ("" if facts["second_ok"] else f" (answer: {facts['second_message'][:80]})"))
