@@ -98,8 +98,10 @@ def read_vm_hwm(pid: int) -> int:
 class NodeProcess:
     """The goal node in a child process, stopped with SIGINT (then SIGTERM, SIGKILL) on exit."""
 
-    def __init__(self, ros_argv: list[str]):
-        env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}  # the node: defaults
+    def __init__(self, ros_argv: list[str], fastdds_profile: Path | None = None):
+        env = {k: v for k, v in os.environ.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+        if fastdds_profile is not None:  # what `ros2 launch ... fastdds_profile:=` does; otherwise Fast DDS defaults
+            env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile)
         self.workdir = tempfile.TemporaryDirectory(prefix="bench_node_")
         self.stats_path = Path(self.workdir.name, "stats.json")
         self.log_path = Path(self.workdir.name, "node.log")
@@ -354,13 +356,14 @@ def measure_size(client: Client, node_process: NodeProcess, size: tuple[int, int
     return client.measure(idle), client.measure(busy), facts
 
 
-def run_benchmark(camera_profile: bool = True) -> tuple[list[tuple[tuple[int, int], Window, Window, dict]], dict,
+def run_benchmark(camera_profile: bool = True, node_profile: bool = False) -> tuple[list[tuple[tuple[int, int], Window, Window, dict]], dict,
                                                         int, float]:
     """Everything this module measures: per size (idle, busy, facts), node exit stats, its VmHWM, its startup time."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     started = time.monotonic()
-    node_process = NodeProcess(["--ros-args", "--log-level", "warn"])  # default parameters: embedded default model
+    node_process = NodeProcess(["--ros-args", "--log-level", "warn"],  # default parameters: embedded default model
+                               CAMERA_FASTDDS_PROFILE if node_profile else None)
     client = None
     results, stats, vm_hwm = [], {}, 0
     try:
@@ -401,10 +404,10 @@ def latency_row(size: tuple[int, int], window: Window, facts: dict, with_target:
                (p95 <= LATENCY_TARGET_MS) if with_target else None, detail)
 
 
-def rows(camera_profile: bool = True) -> list[Row]:
+def rows(camera_profile: bool = True, node_profile: bool = False) -> list[Row]:
     from actedit_ros.editing import default_model_is_placeholder
 
-    results, stats, vm_hwm, startup_s = run_benchmark(camera_profile)
+    results, stats, vm_hwm, startup_s = run_benchmark(camera_profile, node_profile)
     model = "placeholder random tiny model" if default_model_is_placeholder() else "embedded default model"
     out: list[Row] = []
     for size, idle, busy, facts in results:
@@ -432,6 +435,8 @@ if __name__ == "__main__":
     parser.add_argument("--serve-node", metavar="STATS_JSON",
                         help="internal: run the goal node in this process (ROS arguments after --) and write its "
                              "memory high-water marks to STATS_JSON when it stops")
+    parser.add_argument("--node-profile", action="store_true",
+                        help="give the node the same profile (config/fastdds_large_frames.xml) as the camera")
     parser.add_argument("--default-transport", action="store_true",
                         help="camera on Fast DDS default transports (512 KiB shared-memory segment: 640x480 frames "
                              "are mostly lost) instead of the bench's 16 MiB-segment profile")
@@ -439,4 +444,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.serve_node:
         sys.exit(serve_node(args.serve_node, args.ros_args[1:] if args.ros_args[:1] == ["--"] else args.ros_args))
-    print_table(rows(camera_profile=not args.default_transport), "goal node end to end")
+    print_table(rows(camera_profile=not args.default_transport, node_profile=args.node_profile), "goal node end to end")
