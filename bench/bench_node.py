@@ -356,7 +356,8 @@ def measure_size(client: Client, node_process: NodeProcess, size: tuple[int, int
     return client.measure(idle), client.measure(busy), facts
 
 
-def run_benchmark(camera_profile: bool = True, node_profile: bool = False) -> tuple[list[tuple[tuple[int, int], Window, Window, dict]], dict,
+def run_benchmark(camera_profile: bool = True, node_profile: bool = False
+                  ) -> tuple[list[tuple[tuple[int, int], Window, Window, dict]], dict,
                                                         int, float]:
     """Everything this module measures: per size (idle, busy, facts), node exit stats, its VmHWM, its startup time."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
