@@ -356,9 +356,10 @@ def measure_size(client: Client, node_process: NodeProcess, size: tuple[int, int
     return client.measure(idle), client.measure(busy), facts
 
 
-def run_benchmark(camera_profile: bool = True, node_profile: bool = False
-                  ) -> tuple[list[tuple[tuple[int, int], Window, Window, dict]], dict,
-                                                        int, float]:
+Result = tuple[tuple[int, int], Window, Window, dict]  # (frame size, idle window, busy window, prediction facts)
+
+
+def run_benchmark(camera_profile: bool = True, node_profile: bool = False) -> tuple[list[Result], dict, int, float]:
     """Everything this module measures: per size (idle, busy, facts), node exit stats, its VmHWM, its startup time."""
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -1,8 +1,8 @@
 """config/fastdds_large_frames.xml: the Fast DDS profile the package ships for cameras with frames over 512 KiB.
 
 Real transport: a camera process publishes 640x480 rgb8 frames best-effort, this process subscribes on Fast DDS
-defaults (like the goal node). With the profile on the camera every frame should arrive; the comparison run without
-it shows the loss the profile exists for (not asserted: how much is lost depends on the machine).
+defaults (like the goal node). With the profile on the camera every frame should arrive. (Without it 16 of 30
+arrived here; that depends on the machine, so it is a figure in bench/NOTES.md, not a test.)
 """
 import os
 import subprocess
@@ -55,11 +55,8 @@ def test_profile_is_valid_fastdds_xml_with_a_segment_for_several_frames():
     assert "install(DIRECTORY launch config" in (PROFILE.parents[1] / "CMakeLists.txt").read_text()
 
 
-def _frames_received(profile: Path | None) -> int:
-    env = dict(os.environ)
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    if profile is not None:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+def _frames_received(profile: Path) -> int:
+    env = {**os.environ, "FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
     context = rclpy.Context()
     rclpy.init(context=context)
     received = []
@@ -86,7 +83,4 @@ def _frames_received(profile: Path | None) -> int:
 
 
 def test_large_frames_arrive_best_effort_with_the_profile_on_the_camera():
-    with_profile = _frames_received(PROFILE)
-    without = _frames_received(None)
-    print(f"640x480 rgb8 best effort: {with_profile}/{FRAMES} with the profile, {without}/{FRAMES} without")
-    assert with_profile >= FRAMES - 2
+    assert _frames_received(PROFILE) >= FRAMES - 2

@@ -389,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "planned for its own count (warm restart): how the shipped model was made, 1600 then "
                              "extended to 8000")
     parser.add_argument("--ip2p-stop-at", type=int, default=None,
-                        help="end stage 4 at this step although its LR schedule plans for --ip2p-steps (how the "
-                             "shipped model was made within one session's time)")
+                        help="end stage 4 at this step although its LR schedules plan for --ip2p-steps (to train "
+                             "in slices: re-run without it to go on)")
     parser.add_argument("--editaction-steps", type=int, default=1500,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
