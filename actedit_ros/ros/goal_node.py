@@ -41,6 +41,7 @@ import rclpy.exceptions
 import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -64,6 +65,7 @@ from actedit_ros.srv import PredictGoal
 
 NODE_NAME = "goal_node"
 BUSY_PREFIX = "busy:"
+CAMERA_PUBLISHER_CHECK_PERIOD = 2.0  # seconds between looks for camera publishers this node cannot hear (reliable QoS)
 PREDICTION_NICE = 10  # how much lower the prediction thread's CPU priority is than the callbacks'
 
 
@@ -209,14 +211,26 @@ class GoalNode(Node):
                        else ReliabilityPolicy.BEST_EFFORT)
         camera_qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=reliability,
                                 durability=DurabilityPolicy.VOLATILE)
+        # No middleware event handlers on the camera subscriptions, not even rclpy's default "incompatible QoS"
+        # warning. With rmw_fastrtps such a handler waits on the reader's status condition, which a frame that is not
+        # yet taken keeps triggered; while the frame's callback is queued for a worker, the MultiThreadedExecutor
+        # then wakes at once on every wait without finding work, a busy loop that holds the GIL and starves the very
+        # callback it waits for (measured at 640x480: thousands of empty waits per second, most frames dropped for
+        # the rest of the run; bench/NOTES.md, ros2/rmw_fastrtps#833). The warning is replaced by
+        # _check_camera_publishers below.
+        no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
         self.image_sub = self.create_subscription(Image, self.param("image_topic"), self._on_image, camera_qos,
-                                                  callback_group=self._camera_group)
+                                                  callback_group=self._camera_group, event_callbacks=no_events)
         self.compressed_sub = None
         if self.param("compressed_image_topic"):
             self.compressed_sub = self.create_subscription(
                 CompressedImage, self.param("compressed_image_topic"), self._on_compressed_image, camera_qos,
-                callback_group=self._camera_group)
+                callback_group=self._camera_group, event_callbacks=no_events)
         self.stale_timer = self.create_timer(0.05, self._check_stale, callback_group=self._camera_group)
+        self._warned_publishers: set[tuple[str, bytes]] = set()
+        if reliability == ReliabilityPolicy.RELIABLE:  # a best-effort subscription matches every publisher
+            self.publisher_check_timer = self.create_timer(CAMERA_PUBLISHER_CHECK_PERIOD, self._check_camera_publishers,
+                                                           callback_group=self._service_group)
 
         self.predict_srv = self.create_service(PredictGoal, "~/predict_goal", self._on_predict_goal,
                                                callback_group=self._service_group)
@@ -288,6 +302,22 @@ class GoalNode(Node):
                        registered=bool(result.registered), stale=False, frame_age=self._frame_age(frame.header))
         goal.last_progress = msg
         self.progress_pub.publish(msg)
+
+    def _check_camera_publishers(self) -> None:
+        """Warn once per publisher whose frames can never arrive: a best-effort camera publisher while this node's
+        camera subscription is reliable (the only incompatibility its QoS allows)."""
+        for subscription in (self.image_sub, self.compressed_sub):
+            if subscription is None:
+                continue
+            for info in self.get_publishers_info_by_topic(subscription.topic_name):
+                key = (subscription.topic_name, bytes(info.endpoint_gid))
+                if info.qos_profile.reliability != ReliabilityPolicy.BEST_EFFORT or key in self._warned_publishers:
+                    continue
+                self._warned_publishers.add(key)
+                publisher = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+                self.get_logger().warning(
+                    f"camera publisher {publisher} on {subscription.topic_name} is best effort, but this node's "
+                    "qos_reliability is reliable: none of its frames will arrive. Set qos_reliability to best_effort.")
 
     def _check_stale(self) -> None:
         timeout = self.param("stale_timeout")
