@@ -13,7 +13,8 @@ Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node``
   ``~/goal`` with an empty ``goal_id``.
 * Camera: ``image_topic`` (sensor_msgs/Image, default ``~/image``, also remappable) and, when set,
   ``compressed_image_topic`` (sensor_msgs/CompressedImage); depth 1, reliability from ``qos_reliability``.
-  Frames larger than ``max_image_side`` are downscaled (area interpolation) before use.
+  Frames larger than ``max_image_side`` are downscaled (area interpolation) before use. With ``reliable``, a
+  best-effort publisher on a camera topic (it can never be heard) is named in a warning.
 
 Concurrency: camera callbacks and the stale timer share one mutually exclusive callback group; the services run in
 a reentrant group, so under a MultiThreadedExecutor (what :func:`main` uses) a prediction never stalls the camera or
