@@ -282,16 +282,19 @@ def run(args) -> Path:
     save_png(run_dir / "start.png", start_rgb)
     save_png(run_dir / "goal.png", image_msg_to_rgb(response.goal_image))
     save_png(run_dir / "last.png", episode.frames[-1])
-    plot_progress(run_dir / "progress.png", rows, instruction, goal_at, threshold, placeholder,
-                  oracle_progress(episode, rows, start_rgb, threshold))
+    oracle = oracle_progress(episode, rows, start_rgb, threshold)
+    plot_progress(run_dir / "progress.png", rows, instruction, goal_at, threshold, placeholder, oracle)
     with open(run_dir / "progress.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(list(ProgressRow.__dataclass_fields__))
         for row in rows:
             writer.writerow([getattr(row, name) for name in ProgressRow.__dataclass_fields__])
     live = [r for r in rows if not r.stale]
+    # The same scorer with the true last frame as the goal: what the predicted goal's blur and errors cost.
+    oracle_note = f"; {oracle[-1]:.2f} against the true last frame as goal" if oracle else ""
     print(f"summary: {len(live)} live progress messages, {len(rows) - len(live)} stale; final progress "
-          f"{live[-1].progress:.2f} (true 1.00); reached: {any(r.reached for r in live)}; goal in "
+          f"{live[-1].progress:.2f} (true {live[-1].true_progress:.2f}{oracle_note}); "
+          f"reached: {any(r.reached for r in live)}; goal in "
           f"{response.prediction_time:.2f} s; total {time.monotonic() - started:.1f} s" if live else
           "summary: no live progress messages arrived", flush=True)
     print(f"run folder: {run_dir.resolve()}", flush=True)
