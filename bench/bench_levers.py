@@ -18,6 +18,7 @@ Fewer steps with another scheduler is a quality question: ``actedit-eval --sched
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import time
@@ -29,13 +30,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prediction import INSTRUCTION, time_prediction  # noqa: E402
-from bench_progress import _time, one_core  # noqa: E402
+from bench_progress import _time, one_core, scoring_inputs  # noqa: E402
 from table import Row, print_table  # noqa: E402
 
 from actedit_ros.editing import GoalPredictor  # noqa: E402
+from actedit_ros.editing.pipeline import working_size  # noqa: E402
 from actedit_ros.progress import ProgressScorer  # noqa: E402
-from actedit_ros.progress.perturbations import perturb  # noqa: E402
-from actedit_ros.world import generate_episode  # noqa: E402
 
 STEPS = 20
 REPEATS = 5
@@ -44,8 +44,6 @@ REPEATS = 5
 def encoder_times(predictor: GoalPredictor, repeats: int = 20) -> tuple[float, float]:
     """Median seconds of the text encoder and of the VAE encoder on inputs never seen before: what the caches save
     per prediction that reuses an instruction and a start frame."""
-    from actedit_ros.editing.pipeline import working_size
-
     components = predictor.components
     size = working_size(320, 240, components.resolution, components.size_multiple)
     rng = np.random.default_rng(1)
@@ -79,10 +77,9 @@ def prediction_rows() -> list[Row]:
     return rows
 
 
-def scoring_rows(size: tuple[int, int] = (640, 480), count: int = 300, seed: int = 3) -> list[Row]:
-    episode = generate_episode(seed=seed, regime="head", split="test", size=size, num_frames=16)
-    frames = perturb(episode.frames, seed=seed)
-    start, goal = frames[0], episode.frames[-1]
+def scoring_rows(size: tuple[int, int] = (640, 480), count: int = 300) -> list[Row]:
+    frames, start, goal = scoring_inputs(size)
+    default_width = inspect.signature(ProgressScorer).parameters["feature_width"].default
     label = f"{size[0]}x{size[1]}"
     rows = []
 
@@ -92,14 +89,14 @@ def scoring_rows(size: tuple[int, int] = (640, 480), count: int = 300, seed: int
                    f"p50 {p50:.2f} ms, p95 {p95:.2f} ms; {cpu_fps:.0f} frames per CPU-second; {detail}")
 
     with one_core():
-        for feature_width in (160, 320, 640):
+        for feature_width in (default_width // 2, default_width, default_width * 2):
             scorer = ProgressScorer(start, goal, feature_width=feature_width)
-            default = " (default)" if feature_width == 320 else ""
+            default = " (default)" if feature_width == default_width else ""
             rows.append(row(f"progress scoring, {label}, registration at {feature_width} px{default}",
                             _time(scorer.update, frames, count), "one core, OpenCV 1 thread"))
     scorer = ProgressScorer(start, goal)
     rows.append(row(f"progress scoring, {label}, OpenCV {cv2.getNumThreads()} threads, unpinned",
-                    _time(scorer.update, frames, count), "compare with the 320 px row (one core, 1 thread)"))
+                    _time(scorer.update, frames, count), f"compare with the {default_width} px row (one core, 1 thread)"))
     return rows
 
 

@@ -77,11 +77,16 @@ def _time(step, frames: list[np.ndarray], count: int, warmup: int = 10) -> tuple
     return count / total, 1000 * statistics.median(times), 1000 * times[int(0.95 * (len(times) - 1))], count / cpu
 
 
-def measure(size: tuple[int, int] = (640, 480), count: int = 300, seed: int = 3) -> dict[str, tuple]:
-    """frames/s and per-frame latency of the scorer (with and without registration) and of the baselines."""
+def scoring_inputs(size: tuple[int, int] = (640, 480), seed: int = 3) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(perturbed live frames, start, goal) of the held-out head-camera episode every scoring bench uses."""
     episode = generate_episode(seed=seed, regime="head", split="test", size=size, num_frames=16)
     frames = perturb(episode.frames, seed=seed)
-    start, goal = frames[0], episode.frames[-1]
+    return frames, frames[0], episode.frames[-1]
+
+
+def measure(size: tuple[int, int] = (640, 480), count: int = 300, seed: int = 3) -> dict[str, tuple]:
+    """frames/s and per-frame latency of the scorer (with and without registration) and of the baselines."""
+    frames, start, goal = scoring_inputs(size, seed)
     results = {}
     with one_core():
         scorer = ProgressScorer(start, goal)
