@@ -1,0 +1,73 @@
+"""The goal node's ROS parameters: name, default (which fixes the type), description and constraints.
+
+``config/goal_node.yaml`` and the launch file's arguments are kept in step with :data:`NODE_PARAMETERS` by
+``test/test_launch.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+@dataclass(frozen=True)
+class NodeParameter:
+    """One declared parameter: its default (which fixes its type), description and constraints."""
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False  # fixed at startup (model, topics, QoS)
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+    def descriptor(self) -> ParameterDescriptor:
+        constraints = f"one of: {', '.join(self.choices)}" if self.choices else ""
+        descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only,
+                                         additional_constraints=constraints)
+        if self.int_range:
+            descriptor.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
+        if self.float_range:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=self.float_range[0], to_value=self.float_range[1], step=0.0)]
+        return descriptor
+
+
+# Defaults here and in config/goal_node.yaml are kept equal by test/test_launch.py.
+NODE_PARAMETERS: tuple[NodeParameter, ...] = (
+    NodeParameter("model_path", "", "Diffusers-format EditAction/InstructPix2Pix model directory (safetensors "
+                  "weights only). Empty: the embedded default model.", read_only=True),
+    NodeParameter("device", "auto", "Where the model runs: auto (CUDA when available), cpu, cuda or cuda:N.",
+                  read_only=True),
+    NodeParameter("dtype", "", "Model precision: empty = float16 on GPU, float32 on CPU; or float32, float16, "
+                  "bfloat16.", read_only=True),
+    NodeParameter("scheduler", "auto", "Diffusion sampler: auto (the model's own), euler_ancestral, ddim, euler or "
+                  "dpm_solver.", read_only=True, choices=("auto", "euler_ancestral", "ddim", "euler", "dpm_solver")),
+    NodeParameter("torch_threads", 0, "CPU threads torch may use (torch.set_num_threads); 0 = all cores but one, "
+                  "which stays free for camera and progress callbacks (torch competing with them for every core "
+                  "slows a CPU prediction down many times).", read_only=True, int_range=(0, 256)),
+    NodeParameter("steps", 20, "Denoising steps per prediction.", int_range=(1, 1000)),
+    NodeParameter("text_guidance", 7.5, "Classifier-free guidance scale on the instruction.",
+                  float_range=(0.0, 50.0)),
+    NodeParameter("image_guidance", 1.5, "Guidance scale on the start image (how closely the goal keeps the scene).",
+                  float_range=(0.0, 50.0)),
+    NodeParameter("resolution", 0, "Working resolution in pixels: the model works at about resolution x resolution pixels, "
+                  "aspect kept; 0 = the model's own.",
+                  read_only=True, int_range=(0, 4096)),
+    NodeParameter("seed", 0, "Sampler seed used when a request's seed is -1.", int_range=(0, 2**31 - 1)),
+    NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
+                  read_only=True),
+    NodeParameter("compressed_image_topic", "", "Camera topic (sensor_msgs/CompressedImage, JPEG/PNG); empty: "
+                  "not subscribed.", read_only=True),
+    NodeParameter("qos_reliability", "best_effort", "Camera subscription reliability: best_effort (sensor-data "
+                  "QoS, matches every publisher) or reliable. Depth is always 1 (latest frame only).",
+                  read_only=True, choices=("best_effort", "reliable")),
+    NodeParameter("reached_threshold", 0.8, "Progress above which a goal counts as reached (for goals predicted "
+                  "after a change).", float_range=(0.0, 1.0)),
+    NodeParameter("stale_timeout", 1.0, "Seconds without a camera frame after which progress is republished "
+                  "flagged stale.", float_range=(0.01, 3600.0)),
+    NodeParameter("max_image_side", 1024, "Camera frames and request images with a longer side are downscaled to "
+                  "this many pixels before prediction and scoring; 0 = no limit.", read_only=True,
+                  int_range=(0, 100000)),
+)
