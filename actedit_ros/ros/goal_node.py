@@ -53,7 +53,7 @@ from actedit_ros.editing import GoalPredictor, ModelLoadError, default_model_is_
 from actedit_ros.editing.pipeline import validate_instruction
 from actedit_ros.image_conversion import ImageConversionError, limit_image_side
 from actedit_ros.msg import GoalImage, Progress
-from actedit_ros.progress import ProgressScorer
+from actedit_ros.progress import ProgressScorer, check_rgb
 from actedit_ros.ros.conversions import (
     compressed_msg_to_rgb,
     image_msg_is_empty,
@@ -79,6 +79,10 @@ def _lower_thread_priority() -> None:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + PREDICTION_NICE))
         except OSError:  # not permitted (e.g. a seccomp profile): predictions run at normal priority
             pass
+
+
+class _Refusal(Exception):
+    """A request the node refuses before predicting; the message says why (it becomes the response's message)."""
 
 
 @dataclass
@@ -310,6 +314,40 @@ class GoalNode(Node):
         self.get_logger().warning(f"predict_goal refused: {message[:300]}")
         return response
 
+    def _start_image(self, image: Image, notes: list[str]) -> tuple[np.ndarray, Header]:
+        """The start image of a request: its own image (checked, downscaled to ``max_image_side``) or, when that is
+        empty, the latest camera frame. Raises _Refusal naming the problem, before any prediction runs, also for an
+        image too small to score (the scorer's own size rule, :func:`check_rgb`, so the message is the same)."""
+        if image_msg_is_empty(image):
+            with self._state_lock:
+                frame = self._latest_frame
+            if frame is None:
+                raise _Refusal(f"no image in the request and no camera frame received yet on "
+                               f"{self.image_sub.topic_name}"
+                               + (f" or {self.compressed_sub.topic_name}" if self.compressed_sub else ""))
+            start_rgb, start_header, what = frame.rgb, frame.header, "the latest camera frame cannot be used"
+        elif image.encoding == "":
+            raise _Refusal(f"bad request image: it has no encoding but a size or data ({image.width}x{image.height}, "
+                           f"{len(image.data)} bytes); set its encoding, or leave the whole image empty to use the "
+                           f"latest camera frame")
+        else:
+            try:
+                start_rgb = image_msg_to_rgb(image)
+            except ImageConversionError as err:
+                raise _Refusal(f"bad request image: {err}") from err
+            start_header, what = image.header, "bad request image"
+            limited = limit_image_side(start_rgb, self.param("max_image_side"))
+            if limited.shape != start_rgb.shape:
+                notes.append(f"request image downscaled from {start_rgb.shape[1]}x{start_rgb.shape[0]} to "
+                             f"{limited.shape[1]}x{limited.shape[0]} (max_image_side)")
+                what += f" (after downscaling to max_image_side {self.param('max_image_side')})"
+            start_rgb = limited
+        try:
+            check_rgb(start_rgb, "the image")
+        except ValueError as err:
+            raise _Refusal(f"{what}: {err}; nothing was predicted") from err
+        return start_rgb, start_header
+
     def _predict_goal(self, request: PredictGoal.Request, response: PredictGoal.Response) -> PredictGoal.Response:
         try:
             instruction = validate_instruction(request.instruction)
@@ -319,30 +357,10 @@ class GoalNode(Node):
         if instruction != request.instruction.strip():
             notes.append("control characters and repeated whitespace in the instruction were replaced")
 
-        if image_msg_is_empty(request.image):
-            with self._state_lock:
-                frame = self._latest_frame
-            if frame is None:
-                return self._fail(response, f"no image in the request and no camera frame received yet on "
-                                            f"{self.image_sub.topic_name}"
-                                            + (f" or {self.compressed_sub.topic_name}" if self.compressed_sub else ""))
-            start_rgb, start_header = frame.rgb, frame.header
-        elif request.image.encoding == "":
-            return self._fail(response, f"bad request image: it has no encoding but a size or data "
-                                        f"({request.image.width}x{request.image.height}, {len(request.image.data)} "
-                                        f"bytes); set its encoding, or leave the whole image empty to use the "
-                                        f"latest camera frame")
-        else:
-            try:
-                start_rgb = image_msg_to_rgb(request.image)
-            except ImageConversionError as err:
-                return self._fail(response, f"bad request image: {err}")
-            start_header = request.image.header
-            limited = limit_image_side(start_rgb, self.param("max_image_side"))
-            if limited.shape != start_rgb.shape:
-                notes.append(f"request image downscaled from {start_rgb.shape[1]}x{start_rgb.shape[0]} to "
-                             f"{limited.shape[1]}x{limited.shape[0]} (max_image_side)")
-            start_rgb = limited
+        try:
+            start_rgb, start_header = self._start_image(request.image, notes)
+        except _Refusal as refusal:
+            return self._fail(response, str(refusal))
 
         if request.seed < -1:
             return self._fail(response, f"bad seed {request.seed}: use -1 (the node's seed parameter) or >= 0")
