@@ -71,9 +71,8 @@ def test_candidates_and_request_image(ros):
     assert not np.array_equal(images[0], images[1])
 
 
-def test_late_subscriber_gets_latched_goal(ros):
-    node, planner, _ = ros
-    response = ensure_goal(ros, 2)
+def late_latched(node) -> tuple[list[GoalImage], list[Image]]:
+    """What a subscriber that joins now gets on ~/goal and ~/goal_image (both latched)."""
     late = rclpy.create_node("late_listener", context=node.context)
     goals, images = [], []
     late.create_subscription(GoalImage, "/goal_node/goal", goals.append, LATCHED)
@@ -84,12 +83,21 @@ def test_late_subscriber_gets_latched_goal(ros):
         deadline = time.monotonic() + WAIT
         while (not goals or not images) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        assert goals and images, "late subscriber got no latched goal"
-        assert len(goals) == 1 and goals[0].goal_id == response.goal_id  # depth 1: only the current goal
-        np.testing.assert_array_equal(image_msg_to_rgb(images[0]), image_msg_to_rgb(response.goal_image))
+        assert goals and images, f"late subscriber got {len(goals)} goal(s) and {len(images)} goal image(s)"
+        executor.spin_once(timeout_sec=0.2)  # anything more would be an older, stale message
+        return goals, images
     finally:
         executor.shutdown()
         late.destroy_node()
+
+
+def test_late_subscriber_gets_latched_goal(ros):
+    node, planner, _ = ros
+    response = ensure_goal(ros, 2)
+    goals, images = late_latched(node)
+    assert len(goals) == 1 and goals[0].goal_id == response.goal_id  # depth 1: only the current goal
+    assert len(images) == 1
+    np.testing.assert_array_equal(image_msg_to_rgb(images[0]), image_msg_to_rgb(response.goal_image))
 
 
 def test_progress_is_stamped_with_each_frame(ros):
@@ -174,6 +182,11 @@ def test_clear_goal(ros):
     assert future.result().success and "cleared goal" in future.result().message
     assert node.current_goal_id == ""
     wait_for(lambda: planner.goals and planner.goals[-1].goal_id == "", "the cleared-goal announcement")
+    # Nothing stale stays latched: a late subscriber (rviz) gets "no goal" on both topics.
+    goals, images = late_latched(node)
+    assert [g.goal_id for g in goals] == [""] and goals[0].goal_image.width == 0 and not goals[0].goal_image.data
+    assert len(images) == 1 and (images[0].width, images[0].height, images[0].encoding) == (0, 0, "")
+    assert not images[0].data
     future = planner.clear.call_async(Trigger.Request())
     wait_for(future.done, "clear_goal")
     assert future.result().message == "there was no goal to clear"

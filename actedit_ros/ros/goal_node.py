@@ -10,7 +10,8 @@ Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node``
   ``stale = true`` (once per ``stale_timeout``) instead of silently freezing.
 * ``~/goal`` (actedit_ros/msg/GoalImage) and ``~/goal_image`` (sensor_msgs/Image, for rviz/rqt): the current goal,
   latched (reliable + transient-local, depth 1) so late subscribers get it. A cleared goal is announced on
-  ``~/goal`` with an empty ``goal_id``.
+  ``~/goal`` with an empty ``goal_id`` (and empty images) and on ``~/goal_image`` with an empty image (width and
+  height 0, no encoding), so neither topic keeps the cleared picture.
 * Camera: ``image_topic`` (sensor_msgs/Image, default ``~/image``, also remappable) and, when set,
   ``compressed_image_topic`` (sensor_msgs/CompressedImage); depth 1, reliability from ``qos_reliability``.
   Frames larger than ``max_image_side`` are downscaled (area interpolation) before use. With ``reliable``, a
@@ -132,6 +133,9 @@ class GoalNode(Node):
 
         self._state_lock = threading.Lock()  # guards _latest_frame and _goal
         self._predict_lock = threading.Lock()  # held while a prediction runs
+        # Held while the goal is cleared and "no goal" published, and while a new goal is published if it is still
+        # current: the latched topics always end on the node's actual goal, whatever order clear and predict run in.
+        self._latch_lock = threading.Lock()
         self._latest_frame: CameraFrame | None = None
         self._goal: ActiveGoal | None = None
         self._generation = 0  # bumped by every goal change; a prediction started under an older one is discarded
@@ -286,12 +290,17 @@ class GoalNode(Node):
 
     # ------------------------------------------------------------------------------------------------ services
     def _on_clear_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._state_lock:
-            cleared = self._goal.goal_id if self._goal else ""
-            self._goal = None
-            self._generation += 1
-            running = self._running
-        self.goal_pub.publish(GoalImage(header=Header(stamp=self.get_clock().now().to_msg())))
+        with self._latch_lock:
+            with self._state_lock:
+                cleared = self._goal.goal_id if self._goal else ""
+                self._goal = None
+                self._generation += 1
+                running = self._running
+            # Both latched topics get an explicit "no goal", so a late subscriber never sees the cleared one: a
+            # GoalImage with an empty goal_id and empty images, and an empty Image (width = height = 0, no encoding).
+            header = Header(stamp=self.get_clock().now().to_msg())
+            self.goal_pub.publish(GoalImage(header=header))
+            self.goal_image_pub.publish(Image(header=header))
         response.success = True
         response.message = f"cleared goal {cleared}" if cleared else "there was no goal to clear"
         if running:
@@ -407,10 +416,13 @@ class GoalNode(Node):
 
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=start_header.frame_id)
         goal_image = rgb_to_image_msg(goal_rgb, header)
-        self.goal_pub.publish(GoalImage(header=header, goal_id=goal_id, instruction=instruction, seed=seed,
-                                        prediction_time=float(prediction.seconds),
-                                        start_image=rgb_to_image_msg(start_rgb, start_header), goal_image=goal_image))
-        self.goal_image_pub.publish(goal_image)
+        goal_msg = GoalImage(header=header, goal_id=goal_id, instruction=instruction, seed=seed,
+                             prediction_time=float(prediction.seconds),
+                             start_image=rgb_to_image_msg(start_rgb, start_header), goal_image=goal_image)
+        with self._latch_lock:
+            if self.current_goal_id == goal_id:  # not cleared or replaced since it was adopted
+                self.goal_pub.publish(goal_msg)
+                self.goal_image_pub.publish(goal_image)
 
         response.success = True
         response.goal_id = goal_id
