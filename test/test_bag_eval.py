@@ -200,7 +200,7 @@ def test_cli_subprocess_reports_without_traceback(tmp_path, bad_bags):
 def test_eval_recorded_progress_of_the_node(tmp_path):
     """--recorded-progress: a bag like actedit-record-bag makes of the node's outputs; no model runs."""
     from actedit_ros.bag import get_bag_typestore
-    from actedit_ros.bag.io import header_message
+    from actedit_ros.bag.write import header_message
 
     typestore = get_bag_typestore()
     Progress, GoalImage = typestore.types["actedit_ros/msg/Progress"], typestore.types["actedit_ros/msg/GoalImage"]

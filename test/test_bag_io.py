@@ -11,7 +11,8 @@ from rosbags.interfaces import QosDurability
 from actedit_ros.bag import BagError, BagFrame, BagReader, BagWriter, EpisodeError, SkippedMessage, image_message, \
     load_episode_file
 from actedit_ros.bag.episodes import NS, episodes_from_instructions
-from actedit_ros.bag.io import get_bag_typestore, make_qos
+from actedit_ros.bag.io import get_bag_typestore
+from actedit_ros.bag.write import make_qos
 from actedit_ros.bag.synthetic import DEFAULT_START_NS, write_frames_bag, write_world_bag
 from actedit_ros.world import generate_episode
 

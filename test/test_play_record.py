@@ -17,7 +17,7 @@ from rosbags.interfaces import QosDurability
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from actedit_ros.bag import BagReader
+from actedit_ros.bag import BagReader, BagWriter, make_qos, string_message
 from actedit_ros.bag.episodes import NS
 from actedit_ros.bag.io import image_message_to_rgb
 from actedit_ros.bag.synthetic import DEFAULT_START_NS, write_world_bag
@@ -99,6 +99,36 @@ def test_play_bag_publishes_the_recorded_messages(ros, world_bag):
     for msg, rgb in zip(images, frames):
         np.testing.assert_array_equal(
             image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data), rgb)
+
+
+def test_play_bag_reads_a_bag_whose_metadata_qos_differs_from_its_storage(ros, tmp_path):
+    """rosbags alone yields nothing here ('published 0 messages', exit 0); every stored message must go out."""
+    node, executor = ros
+    with BagWriter(tmp_path / "bag", storage="sqlite3") as writer:
+        writer.add_topic("/chatter", "std_msgs/msg/String", make_qos(depth=10))
+        for i in range(5):
+            writer.write("/chatter", DEFAULT_START_NS + i * NS // 20, string_message(f"hello {i}"))
+    meta = tmp_path / "bag" / "metadata.yaml"
+    meta.write_text(meta.read_text().replace("depth: 10", "depth: 3"))
+    texts = []
+    sub = node.create_subscription(String, "/chatter", lambda m: texts.append(m.data), RELIABLE)
+    try:
+        process = start_tool("actedit_ros.ros.play_bag", str(tmp_path / "bag"), "--wait-for-subscribers", "1")
+        spin_until(executor, lambda: len(texts) >= 5 or process.poll() is not None)
+        spin_until(executor, lambda: len(texts) >= 5, timeout=5)
+        code, log = finish(process)
+    finally:
+        node.destroy_subscription(sub)
+    assert code == 0, log
+    assert "published 5 messages" in log and "other QoS profiles than its storage for /chatter" in log
+    assert texts == [f"hello {i}" for i in range(5)]
+
+
+def test_play_bag_fails_on_a_bag_without_messages(tmp_path, capsys):
+    with BagWriter(tmp_path / "bag", storage="mcap") as writer:
+        writer.add_topic("/chatter", "std_msgs/msg/String")
+    assert play_main([str(tmp_path / "bag")]) == 1
+    assert "holds no messages on the topics to publish" in capsys.readouterr().err
 
 
 def test_play_bag_offset_remap_and_restamp(ros, world_bag):

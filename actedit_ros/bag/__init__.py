@@ -15,14 +15,11 @@ from actedit_ros.bag.io import (
     BagFrame,
     BagMessage,
     BagReader,
-    BagWriter,
     SkippedMessage,
-    compressed_image_message,
     get_bag_typestore,
-    header_message,
-    image_message,
-    string_message,
 )
+from actedit_ros.bag.write import BagWriter, compressed_image_message, header_message, image_message, make_qos, \
+    string_message
 
 __all__ = [
     "COMPRESSED_IMAGE_TYPE",
@@ -45,5 +42,6 @@ __all__ = [
     "header_message",
     "image_message",
     "load_episode_file",
+    "make_qos",
     "string_message",
 ]

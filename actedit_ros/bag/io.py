@@ -1,4 +1,4 @@
-"""Read and write rosbag2 bags (sqlite3 and mcap storage) with `rosbags`: no ROS install needed.
+"""Read rosbag2 bags (sqlite3 and mcap storage) with `rosbags`: no ROS install needed.
 
 Everything here is plain Python. Bad bags raise `BagError` with a message that names what is wrong; messages
 that cannot be decoded are yielded as `SkippedMessage` (with the reason) so callers can count them and go on.
@@ -9,6 +9,7 @@ Times are integers in nanoseconds. A message has two times: its *log time* (when
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
@@ -113,9 +113,44 @@ class SkippedMessage:
     reason: str
 
 
+INLINE_TOPICS = 3  # more topics than this are listed one per line
+
+
 def _format_topics(topics: Iterable[TopicSummary]) -> str:
     listed = [f"{t.name} ({t.msgtype}, {t.count} messages)" for t in topics]
+    if len(listed) > INLINE_TOPICS:
+        return "\n" + "\n".join(f"  {line}" for line in listed)
     return ", ".join(listed) if listed else "none"
+
+
+def _summarize(connections) -> dict[str, TopicSummary]:
+    """TopicSummary per topic of rosbags connections (counts summed over connections and storage files)."""
+    topics: dict[str, TopicSummary] = {}
+    for connection in sorted(connections, key=lambda c: c.topic):
+        name, before = connection.topic, topics.get(connection.topic)
+        msgtype = connection.msgtype if before is None or before.msgtype == connection.msgtype else "mixed types"
+        topics[name] = TopicSummary(name, msgtype, connection.msgcount + (before.count if before else 0))
+    return topics
+
+
+def _compare_listing(meta_path: Path, listed: dict[str, TopicSummary], held: dict[str, TopicSummary],
+                     listed_connections, held_connections) -> list[str]:
+    """Notes on where metadata.yaml's topics, counts or QoS differ from what the storage files hold."""
+    notes = []
+    for name in sorted(set(listed) | set(held)):
+        count_held = held[name].count if name in held else 0
+        if name not in listed:
+            notes.append(f"{meta_path} does not list topic {name}, of which its storage holds {count_held} "
+                         f"messages; they are read")
+        elif listed[name].count != count_held:
+            notes.append(f"{meta_path} lists {listed[name].count} messages on {name}, its storage holds "
+                         f"{count_held}; the storage's messages are read")
+    qos_listed = {c.topic: c.ext for c in listed_connections}
+    differ = sorted({c.topic for c in held_connections if c.topic in qos_listed and c.ext != qos_listed[c.topic]})
+    if differ:
+        notes.append(f"{meta_path} records other QoS profiles than its storage for {', '.join(differ)}; "
+                     f"messages are matched by topic and type, and its profiles are used for playback")
+    return notes
 
 
 def _read_metadata(path: Path) -> dict:
@@ -203,7 +238,26 @@ class BagReader:
         except Exception as exc:  # noqa: BLE001 - storage back ends (apsw, mcap parsing) raise their own types
             raise BagError(_explain_reader_error(self.path, exc)) from None
         self._reader = reader
+        self._index_storage()
         return self
+
+    def _index_storage(self) -> None:
+        """Topics, counts and times from the storage files themselves, checked against metadata.yaml's listing.
+
+        rosbags matches metadata.yaml's topics to the storage file's by topic, type *and* offered QoS profiles;
+        where the profiles differ (rosbag2's own metadata-version-4 bags) it yields nothing for those topics.
+        This reader reads the storage's own connections instead, so it gets every message the storage holds.
+        """
+        reader = self.reader
+        storages = getattr(reader.storage, "storages", None) or [reader.storage]
+        self._connections = [c for storage in storages for c in storage.connections]
+        held = [s.metadata for s in storages if s.metadata.message_count]
+        self._start_ns = min((m.start_time for m in held), default=0)
+        self._end_ns = max((m.end_time for m in held), default=0)
+        self._topics = _summarize(self._connections)
+        if reader.storage is not storages[0]:  # a directory: compare with what its metadata.yaml lists
+            self.notes += _compare_listing(self.path / "metadata.yaml", _summarize(reader.connections),
+                                           self._topics, reader.connections, self._connections)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -225,20 +279,29 @@ class BagReader:
     # -- contents -------------------------------------------------------------------------------------------------
     @property
     def start_ns(self) -> int:
-        """Log time of the first message (0 for an empty bag)."""
-        return self.reader.start_time if self.reader.message_count else 0
+        """Log time of the first message the storage holds (0 for an empty bag)."""
+        self.reader  # noqa: B018 - raises when not open
+        return self._start_ns
 
     @property
     def end_ns(self) -> int:
-        """Log time just after the last message (0 for an empty bag)."""
-        return self.reader.end_time if self.reader.message_count else 0
+        """Log time just after the last message the storage holds (0 for an empty bag)."""
+        self.reader  # noqa: B018 - raises when not open
+        return self._end_ns
 
     @property
     def topics(self) -> dict[str, TopicSummary]:
-        return {
-            name: TopicSummary(name, info.msgtype or "mixed types", info.msgcount)
-            for name, info in self.reader.topics.items()
-        }
+        """Every topic of the storage files, with the number of messages they hold."""
+        self.reader  # noqa: B018 - raises when not open
+        return dict(self._topics)
+
+    def offered_qos(self, topic: str) -> list:
+        """The QoS profiles recorded for `topic` (rosbags `Qos`): metadata.yaml's, else the storage file's."""
+        listed = [c for c in self.reader.connections if c.topic == topic]
+        for connection in listed + [c for c in self._connections if c.topic == topic]:
+            if profiles := getattr(connection.ext, "offered_qos_profiles", None):
+                return list(profiles)
+        return []
 
     def topics_of_type(self, msgtypes: Iterable[str]) -> list[str]:
         wanted = set(msgtypes)
@@ -302,15 +365,29 @@ class BagReader:
         missing = wanted - set(self.topics)
         if missing:
             raise BagError(f"topics {sorted(missing)} are not in bag {self.path}; its topics: {self.describe_topics()}")
-        connections = [c for c in self.reader.connections if not wanted or c.topic in wanted]
-        count = 0
+        connections = [c for c in self._connections if not wanted or c.topic in wanted]
+        if not connections:  # rosbags reads *every* connection when given none
+            return
+        whole = (start_ns is None or start_ns <= self.start_ns) and (stop_ns is None or stop_ns >= self.end_ns)
+        read: Counter = Counter()
         try:
             for connection, log_ns, rawdata in self.reader.messages(connections, start=start_ns, stop=stop_ns):
-                count += 1
+                read[connection.topic] += 1
                 yield BagMessage(connection.topic, connection.msgtype, log_ns, bytes(rawdata))
         except Exception as exc:  # noqa: BLE001 - only the storage back end runs inside this try
-            raise BagError(f"bag {self.path} is corrupt: reading stopped after {count} messages "
+            raise BagError(f"bag {self.path} is corrupt: reading stopped after {sum(read.values())} messages "
                            f"({type(exc).__name__}: {exc})") from None
+        if whole:
+            self._check_read_counts(read, wanted or set(self.topics))
+
+    def _check_read_counts(self, read: Counter, topics: Iterable[str]) -> None:
+        """After a whole-bag read: raise when fewer messages came out than the storage says it holds."""
+        short = [f"{topic}: {read[topic]} of {self._topics[topic].count}" for topic in sorted(topics)
+                 if read[topic] < self._topics[topic].count]
+        if short:
+            raise BagError(f"bag {self.path}: reading yielded fewer messages than its storage holds "
+                           f"({'; '.join(short)}); the bag cannot be read completely with rosbags "
+                           f"(try passing its storage file itself)")
 
     def deserialize(self, message: BagMessage) -> object:
         """The message as a rosbags dataclass; raises `BagError` when its bytes do not decode."""
@@ -351,113 +428,3 @@ def image_message_to_rgb(msg, msgtype: str) -> np.ndarray:
     if msgtype == COMPRESSED_IMAGE_TYPE:
         return compressed_to_rgb(msg.format, msg.data)
     raise ValueError(f"{msgtype} is not an image message type ({' or '.join(IMAGE_TYPES)})")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Writing
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def make_qos(reliable: bool = True, transient_local: bool = False, depth: int = 10) -> Qos:
-    """A rosbags QoS profile record, as stored in a bag's offered_qos_profiles."""
-    never = QosTime(sec=0x7FFFFFFF, nsec=0xFFFFFFFF)
-    return Qos(
-        history=QosHistory.KEEP_LAST,
-        depth=depth,
-        reliability=QosReliability.RELIABLE if reliable else QosReliability.BEST_EFFORT,
-        durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
-        deadline=never,
-        lifespan=never,
-        liveliness=QosLiveliness.AUTOMATIC,
-        liveliness_lease_duration=never,
-        avoid_ros_namespace_conventions=False,
-    )
-
-
-class BagWriter:
-    """A new rosbag2 bag (mcap by default). Use as a context manager; metadata.yaml is written on close."""
-
-    def __init__(self, path: str | os.PathLike, storage: str = "mcap", typestore: Typestore | None = None):
-        if storage not in SUPPORTED_STORAGE:
-            raise BagError(f"storage {storage!r} is not supported; use one of {', '.join(SUPPORTED_STORAGE)}")
-        self.path = Path(path)
-        self.storage = storage
-        self.typestore = typestore or get_bag_typestore()
-        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        try:
-            self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-        except WriterError as exc:
-            raise BagError(f"cannot create bag {self.path}: {exc}") from None
-        self._connections: dict[str, object] = {}
-        self.counts: dict[str, int] = {}
-
-    def open(self) -> "BagWriter":
-        try:
-            self._writer.open()
-        except (WriterError, OSError) as exc:
-            raise BagError(f"cannot create bag {self.path}: {exc}") from None
-        return self
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def __enter__(self) -> "BagWriter":
-        return self.open()
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def add_topic(self, topic: str, msgtype: str, qos: Qos | None = None) -> None:
-        """Declare a topic; its message definition comes from the typestore."""
-        if topic in self._connections:
-            raise BagError(f"topic {topic!r} was already added to bag {self.path}")
-        if msgtype not in self.typestore.fielddefs:
-            raise BagError(f"cannot record {topic!r}: message type {msgtype} is unknown to the rosbags typestore")
-        self._connections[topic] = self._writer.add_connection(
-            topic, msgtype, typestore=self.typestore, offered_qos_profiles=[qos] if qos else ()
-        )
-        self.counts[topic] = 0
-
-    def write_raw(self, topic: str, log_ns: int, rawdata: bytes | memoryview) -> None:
-        """Append an already CDR-serialized message."""
-        self._writer.write(self._connections[topic], int(log_ns), rawdata)
-        self.counts[topic] += 1
-
-    def write(self, topic: str, log_ns: int, msg: object) -> None:
-        """Serialize a rosbags message dataclass and append it."""
-        connection = self._connections[topic]
-        self.write_raw(topic, log_ns, self.typestore.serialize_cdr(msg, connection.msgtype))
-
-
-# -- message builders (rosbags dataclasses) -----------------------------------------------------------------------
-
-
-def header_message(stamp_ns: int, frame_id: str = "camera", typestore: Typestore | None = None):
-    ts = typestore or get_bag_typestore()
-    time = ts.types["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
-                                                 nanosec=int(stamp_ns % 1_000_000_000))
-    return ts.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
-
-
-def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8",
-                  typestore: Typestore | None = None):
-    """sensor_msgs/Image from an RGB uint8 array, fields from actedit_ros.image_conversion.rgb_to_image_fields."""
-    from actedit_ros.image_conversion import rgb_to_image_fields
-
-    ts = typestore or get_bag_typestore()
-    fields = dict(rgb_to_image_fields(rgb, encoding=encoding))
-    fields["data"] = np.frombuffer(bytes(fields["data"]), dtype=np.uint8)
-    return ts.types[IMAGE_TYPE](header=header_message(stamp_ns, frame_id, ts), **fields)
-
-
-def compressed_image_message(data: bytes, image_format: str, stamp_ns: int, frame_id: str = "camera",
-                             typestore: Typestore | None = None):
-    """sensor_msgs/CompressedImage from already encoded bytes (e.g. cv2.imencode output) and its format string."""
-    ts = typestore or get_bag_typestore()
-    return ts.types[COMPRESSED_IMAGE_TYPE](header=header_message(stamp_ns, frame_id, ts), format=image_format,
-                                           data=np.frombuffer(bytes(data), dtype=np.uint8))
-
-
-def string_message(text: str, typestore: Typestore | None = None):
-    ts = typestore or get_bag_typestore()
-    return ts.types[STRING_TYPE](data=text)

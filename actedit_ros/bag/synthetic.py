@@ -12,15 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from actedit_ros.bag.episodes import NS
-from actedit_ros.bag.io import (
-    COMPRESSED_IMAGE_TYPE,
-    IMAGE_TYPE,
-    STRING_TYPE,
-    BagWriter,
-    compressed_image_message,
-    image_message,
-    string_message,
-)
+from actedit_ros.bag.io import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, STRING_TYPE
+from actedit_ros.bag.write import BagWriter, compressed_image_message, image_message, string_message
 
 DEFAULT_START_NS = 1_700_000_000 * NS
 

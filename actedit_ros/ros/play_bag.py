@@ -84,12 +84,11 @@ def import_message_class(msgtype: str):
         raise ImportError(f"message type {msgtype} is not importable in this ROS environment") from None
 
 
-def qos_from_bag(connection_ext):
+def qos_from_bag(profiles: list):
     """rclpy QoSProfile from the first offered QoS profile a bag recorded for a topic (defaults when none)."""
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosbags.interfaces import QosDurability, QosReliability
 
-    profiles = getattr(connection_ext, "offered_qos_profiles", None) or []
     if not profiles:
         return QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
@@ -203,12 +202,11 @@ class BagPlayer:
         self.restamp = restamp
         self.stop = stop
         self.published = 0
-        connections = {c.topic: c for c in bag.reader.connections}
         self.publishers = {}
         for topic in topics:
             msg_class = import_message_class(bag.topics[topic].msgtype)
             self.publishers[topic] = node.create_publisher(msg_class, remaps.get(topic, topic),
-                                                           qos_from_bag(connections[topic].ext))
+                                                           qos_from_bag(bag.offered_qos(topic)))
 
     def wait_for_subscribers(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -343,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             topics, notes = select_topics(bag, args.topics)
             for note in bag.notes + notes:
                 print(f"{PROG}: {note}", file=sys.stderr)
+            total = sum(bag.topics[t].count for t in topics)
+            if total == 0:
+                raise BagError(f"bag {bag.path} holds no messages on the topics to publish; its topics: "
+                               f"{bag.describe_topics()}")
             start_ns = bag.start_ns + int(args.start_offset * NS)
             if args.start_offset < 0 or start_ns >= bag.end_ns:
                 raise BagError(f"--start-offset {args.start_offset} s is outside the bag, which lasts "
@@ -380,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
                     stop.wait(max(0.0, args.delay))
                     from tqdm import tqdm
 
-                    total = sum(bag.topics[t].count for t in topics)
                     print(f"{PROG}: publishing {', '.join(remaps.get(t, t) for t in topics)} at rate {args.rate}"
                           f"{' (loop)' if args.loop else ''}", file=sys.stderr)
                     bar = tqdm(total=None if args.loop else total, unit="msg", desc="playing", dynamic_ncols=True)
@@ -407,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a CLI reports, it does not dump tracebacks
         print(f"{PROG}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(f"{PROG}: published {player.published if player else 0} messages"
-          f"{' (stopped)' if stop.is_set() else ''}", file=sys.stderr)
+    published = player.published if player else 0
+    print(f"{PROG}: published {published} messages{' (stopped)' if stop.is_set() else ''}", file=sys.stderr)
+    if published == 0 and not stop.is_set():
+        print(f"{PROG}: error: no message of bag {args.bag} was published", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,7 +19,8 @@ import sys
 import threading
 import time
 
-from actedit_ros.bag.io import SUPPORTED_STORAGE, BagError, BagWriter, make_qos
+from actedit_ros.bag.io import SUPPORTED_STORAGE, BagError
+from actedit_ros.bag.write import BagWriter, make_qos
 
 PROG = "actedit-record-bag"
 DEFAULT_TOPICS = ("/goal_node/goal", "/goal_node/progress")
