@@ -20,6 +20,7 @@ setup(
         "accelerate>=0.33",
         "safetensors",
         "opencv-python-headless",
+        "simplejpeg>=1.6",  # strict (stop-on-warning) JPEG decoding
         "numpy",
         "scipy",
         "rosbags>=0.10",

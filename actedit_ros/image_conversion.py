@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 
 __all__ = [
     "ImageConversionError",
@@ -181,7 +182,8 @@ def compressed_to_rgb(format: str, data) -> np.ndarray:  # noqa: A002 - the mess
 
     ``format`` may be a plain "jpeg"/"png" or image_transport's "rgb8; jpeg compressed bgr8"; the codec is read
     from the data itself, like cv_bridge does. 16-bit PNGs are scaled to 8 bit as above. ``compressedDepth``
-    (the depth-image transport with its own header) is not supported.
+    (the depth-image transport with its own header) is not supported. A JPEG that is truncated or corrupt inside
+    (even one that keeps its end marker) raises instead of decoding to a partly gray picture, and prints nothing.
     """
     fmt = (format or "").lower()
     if "compresseddepth" in fmt:
@@ -189,14 +191,8 @@ def compressed_to_rgb(format: str, data) -> np.ndarray:  # noqa: A002 - the mess
     buf = _as_bytes_array(data, "compressed image data")
     if buf.size == 0:
         raise ImageConversionError(f"compressed image ({format!r}) has no data")
-    is_jpeg = buf.size >= 2 and buf[0] == 0xFF and buf[1] == 0xD8
-    if is_jpeg:
-        tail = buf[max(0, buf.size - 64):]
-        tail = tail[: np.flatnonzero(tail).max() + 1] if tail.any() else tail
-        if tail.size < 2 or tail[-2] != 0xFF or tail[-1] != 0xD9:
-            raise ImageConversionError(
-                f"corrupt JPEG in compressed image ({format!r}, {buf.size} bytes): no end-of-image marker (truncated?)"
-            )
+    if buf.size >= 2 and buf[0] == 0xFF and buf[1] == 0xD8:
+        return _decode_jpeg(buf, format)
     decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise ImageConversionError(
@@ -211,6 +207,33 @@ def compressed_to_rgb(format: str, data) -> np.ndarray:  # noqa: A002 - the mess
     if decoded.shape[2] == 4:
         return cv2.cvtColor(decoded, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def _decode_jpeg(buf: np.ndarray, format: str) -> np.ndarray:  # noqa: A002
+    """RGB uint8 from JPEG data, refusing any data libjpeg(-turbo) finds corrupt.
+
+    libjpeg treats most corruption inside the compressed data (bad Huffman codes, a scan that ends early, stray
+    markers) as a *warning*: it fills in gray, prints a line to stderr and succeeds, and OpenCV's ``imdecode`` offers
+    no way to see or stop that. simplejpeg's strict mode (TurboJPEG's stop-on-warning) turns each such warning into
+    an error and prints nothing; for intact data its pixels are identical to OpenCV's (same libjpeg-turbo,
+    ``test/test_image_conversion.py``).
+    """
+    what = f"compressed image ({format!r}, {buf.size} bytes)"
+    tail = buf[max(0, buf.size - 64):]
+    tail = tail[: np.flatnonzero(tail).max() + 1] if tail.any() else tail
+    if tail.size < 2 or tail[-2] != 0xFF or tail[-1] != 0xD9:
+        raise ImageConversionError(f"corrupt JPEG in {what}: no end-of-image marker (truncated?)")
+    data = buf.tobytes()
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+    except ValueError as err:
+        raise ImageConversionError(f"could not decode {what}: corrupt or not JPEG/PNG ({err})") from err
+    if colorspace == "CMYK":
+        raise ImageConversionError(f"{what} is a CMYK JPEG; send RGB, YCbCr or grayscale JPEG, or PNG")
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError as err:
+        raise ImageConversionError(f"corrupt JPEG in {what}: {err}") from err
 
 
 def rgb_to_compressed(rgb: np.ndarray, format: str = "jpeg", quality: int = 90) -> dict:  # noqa: A002

@@ -2,6 +2,7 @@
 import cv2
 import numpy as np
 import pytest
+from jpeg_corruption import corrupt_inside, good_jpeg, scene
 from rosbags.image import compressed_image_to_cvimage, image_to_cvimage
 from rosbags.typesys import Stores, get_typestore
 
@@ -202,3 +203,28 @@ def test_large_image_is_converted_and_downscaled():
     assert limit_image_side(rgb[:300, :200], 1024).shape == (300, 200, 3)
     assert limit_image_side(rgb[:100, :4000], 1000).shape == (25, 1000, 3)
 
+
+
+@pytest.mark.parametrize("kind", ["bytes lost", "stray marker"])
+def test_jpeg_corrupt_inside_with_end_marker_raises_quietly(kind, capfd):
+    """libjpeg only warns about these (and OpenCV decodes them, partly gray, printing a line to stderr each time)."""
+    bad = corrupt_inside(good_jpeg(scene(1)), kind)
+    assert cv2.imdecode(np.frombuffer(bad, np.uint8), cv2.IMREAD_UNCHANGED) is not None  # OpenCV lets it through
+    capfd.readouterr()
+    with pytest.raises(ImageConversionError, match="corrupt JPEG in compressed image .*Corrupt JPEG data"):
+        compressed_to_rgb("rgb8; jpeg compressed bgr8", bad)
+    assert capfd.readouterr().err == ""  # nothing from libjpeg on stderr
+
+
+@pytest.mark.parametrize("variant", ["color", "gray", "progressive", "odd size"])
+def test_jpeg_decodes_exactly_like_opencv(variant):
+    rgb = scene(2, (161, 97)) if variant == "odd size" else scene(2)
+    if variant == "gray":
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    else:
+        flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if variant == "progressive" else []
+        ok, encoded = cv2.imencode(".jpg", rgb[:, :, ::-1], flags)
+    assert ok
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    expected = cv2.cvtColor(decoded, cv2.COLOR_GRAY2RGB if decoded.ndim == 2 else cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(compressed_to_rgb("jpeg", encoded.tobytes()), expected)

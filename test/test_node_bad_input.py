@@ -1,9 +1,13 @@
 """Bad requests and bad camera input to the goal node: each is refused or dropped with a message naming the
 problem, and the node keeps serving (harness: test/node_harness.py)."""
+import time
+
 import numpy as np
 import pytest
+from jpeg_corruption import corrupt_inside
 from node_harness import (  # noqa: F401 - model_dir and ros are fixtures
     GOOD_INSTRUCTION,
+    WAIT,
     GoalNode,
     Planner,
     assert_good_request_succeeds,
@@ -114,6 +118,38 @@ def test_corrupt_jpeg_on_the_camera_is_dropped_with_a_warning(ros):
     wait_for(lambda: planner.progress_for(102), "progress for the next good frame")
     assert not planner.progress_for(101)
     assert_good_request_succeeds(ros)
+
+
+@pytest.mark.parametrize("kind", ["bytes lost", "stray marker"])
+def test_jpeg_corrupt_inside_is_dropped_counted_and_stderr_stays_quiet(ros, kind, capfd):
+    """End marker kept, so only libjpeg's warning tells: each frame is dropped and counted, the node warns on
+    /rosout (throttled: at most once per 2 s) and libjpeg prints nothing."""
+    node, planner, _ = ros
+    ensure_goal(ros, 150)
+    bad = rgb_to_compressed_msg(frame(150), stamp(151), "jpeg")
+    bad.data = corrupt_inside(bytes(bad.data), kind)
+    first_log = len(planner.logs)
+    is_warning = (lambda m: m.name == "goal_node" and "Corrupt JPEG data" in m.msg and "dropped a camera frame" in m.msg)
+    started, sent = time.monotonic(), 0
+    while not any(is_warning(m) for m in planner.logs[first_log:]):  # an earlier test's warning may still throttle
+        assert time.monotonic() - started < WAIT, "no warning on /rosout for the corrupt frames"
+        dropped = node.dropped_frames
+        planner.compressed.publish(bad)
+        wait_for(lambda: node.dropped_frames > dropped, "the node to drop the corrupt frame")
+        sent += 1
+    for _ in range(5):  # more of them at once: each counted, the warning throttled
+        dropped = node.dropped_frames
+        planner.compressed.publish(bad)
+        wait_for(lambda: node.dropped_frames > dropped, "the node to drop the corrupt frame")
+        sent += 1
+    elapsed = time.monotonic() - started
+    warnings = [m for m in planner.logs[first_log:] if is_warning(m)]
+    assert "camera frames dropped since start" in warnings[0].msg
+    assert len(warnings) <= 2 + elapsed / 2.0 and len(warnings) < sent
+    assert not planner.progress_for(151) and node._latest_frame.header.stamp.sec == 150
+    assert not [line for line in capfd.readouterr().err.splitlines() if line.startswith("Corrupt JPEG data")]
+    planner.send_frame(frame(150), 152, compressed=True)
+    wait_for(lambda: planner.progress_for(152), "progress for the next good frame")
 
 
 def test_no_camera_frame_yet_and_no_image(ros):

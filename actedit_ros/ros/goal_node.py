@@ -141,6 +141,7 @@ class GoalNode(Node):
         self._generation = 0  # bumped by every goal change; a prediction started under an older one is discarded
         self._running: tuple[str, float] | None = None  # (instruction, start time) of the prediction in flight
         self._goal_count = 0
+        self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
         # One prediction at a time, on its own low-priority thread (on Linux, threads it starts inherit the priority).
         self._prediction_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node_name}-prediction",
                                                      initializer=_lower_thread_priority)
@@ -227,8 +228,10 @@ class GoalNode(Node):
     def _on_frame(self, header: Header, convert, what: str) -> None:
         try:
             rgb = limit_image_side(convert(), self.param("max_image_side"))
-        except ImageConversionError as err:
-            self.get_logger().warning(f"dropped a camera frame ({what}): {err}", throttle_duration_sec=2.0)
+        except ImageConversionError as err:  # corrupt or unsupported: dropped, counted, warned about (throttled)
+            self.dropped_frames += 1
+            self.get_logger().warning(f"dropped a camera frame ({what}): {err} ({self.dropped_frames} camera frames "
+                                      f"dropped since start)", throttle_duration_sec=2.0)
             return
         frame = CameraFrame(rgb=rgb, header=header, received=time.monotonic())
         with self._state_lock:
