@@ -6,9 +6,12 @@
         fastdds_profile:=$(ros2 pkg prefix actedit_ros)/share/actedit_ros/config/fastdds_large_frames.xml
 
 Every node-parameter argument defaults to "" meaning "keep the value from config_file"; give a value to override it.
+When the node exits on its own with a non-zero code (e.g. model_path names no model), the launch stops and
+`ros2 launch` exits non-zero too, so scripts and supervisors see the failure.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -18,6 +21,7 @@ LAUNCH_ARGUMENTS = (
     ("model_path", "str", "Diffusers-format model directory (safetensors only); empty: the embedded default model."),
     ("device", "str", "Where the model runs: auto, cpu, cuda or cuda:N (half precision on GPU)."),
     ("dtype", "str", "Model precision: float32, float16 or bfloat16 (default: float16 on GPU, float32 on CPU)."),
+    ("scheduler", "str", "Diffusion sampler: auto (the model's own), euler_ancestral, ddim, euler or dpm_solver."),
     ("steps", "int", "Denoising steps per goal prediction (more: slower, finer)."),
     ("text_guidance", "float", "Guidance scale on the instruction."),
     ("image_guidance", "float", "Guidance scale on the start image (higher keeps more of the scene)."),
@@ -34,6 +38,21 @@ LAUNCH_ARGUMENTS = (
 _CASTS = {"str": str, "int": int, "float": float}
 
 
+class NodeExitedError(RuntimeError):
+    """Raised in the launch when the goal node exits with an error; launch then shuts down and returns 1."""
+
+
+def _fail_on_error_exit(event, context):
+    """OnProcessExit handler: a non-zero exit the launch did not ask for fails the launch.
+
+    A Shutdown event alone would end `ros2 launch` with 0; an exception raised while handling an event is what makes
+    LaunchService.run() return 1 (and shut everything down). Exits during the launch's own shutdown (Ctrl-C) pass.
+    """
+    if event.returncode != 0 and not context.is_shutdown:
+        raise NodeExitedError(f"{event.process_name} exited with code {event.returncode} "
+                              "(its error is printed above)")
+
+
 def _node(context):
     overrides = {}
     for name, kind, _ in LAUNCH_ARGUMENTS:
@@ -45,19 +64,18 @@ def _node(context):
         except ValueError as err:
             raise ValueError(f"launch argument {name}:={value!r} must be a {kind}") from err
     profile = LaunchConfiguration("fastdds_profile").perform(context)
-    return [
-        Node(
-            package="actedit_ros",
-            executable="goal_node",
-            name=LaunchConfiguration("node_name"),
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[LaunchConfiguration("config_file"), overrides],
-            ros_arguments=["--log-level", LaunchConfiguration("log_level")],
-            output="screen",
-            emulate_tty=True,
-            additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
-        )
-    ]
+    node = Node(
+        package="actedit_ros",
+        executable="goal_node",
+        name=LaunchConfiguration("node_name"),
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("config_file"), overrides],
+        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        output="screen",
+        emulate_tty=True,
+        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
+    )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_fail_on_error_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:

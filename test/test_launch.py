@@ -4,9 +4,12 @@ Where launch_ros is installed (a ROS 2 install) the launch description is built;
 argument table is read with ast (launch_ros is not on PyPI) and compared with the node, so they cannot drift apart.
 """
 import ast
-import os
-import subprocess
 import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,9 +26,8 @@ LAUNCH_FILE = ROOT / "launch" / "goal_node.launch.py"
 CONFIG_FILE = ROOT / "config" / "goal_node.yaml"
 PARAMETERS = {p.name: p for p in NODE_PARAMETERS}
 TYPE_NAMES = {str: "str", int: "int", float: "float"}
-# What a robot integrator needs to reach from the command line (issue 2).
-IMPORTANT = {"model_path", "device", "steps", "text_guidance", "image_guidance", "resolution", "seed", "image_topic",
-             "compressed_image_topic", "qos_reliability", "reached_threshold", "stale_timeout", "max_image_side"}
+# Every node parameter is tuned per robot (model, device, dtype, scheduler, sampling, topics, QoS, thresholds), so
+# every one is a launch argument (issue 11, item 12).
 
 
 def launch_argument_table():
@@ -42,8 +44,8 @@ def test_launch_arguments_match_node_parameters():
     assert len(names) == len(set(names)), "duplicate launch arguments"
     unknown = set(names) - set(PARAMETERS)
     assert not unknown, f"launch arguments that are not node parameters: {unknown}"
-    missing = IMPORTANT - set(names)
-    assert not missing, f"important parameters not exposed as launch arguments: {missing}"
+    missing = set(PARAMETERS) - set(names)
+    assert not missing, f"node parameters without a launch argument: {missing}"
     for name, kind, description in table:
         assert kind == TYPE_NAMES[type(PARAMETERS[name].default)], f"{name}: launch casts to {kind}"
         assert len(description) > 15, f"{name} has no real description"
@@ -68,7 +70,67 @@ def test_launch_file_structure():
     assert declared and all(any(k.arg == "description" for k in c.keywords) for c in declared)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None, reason="launch_ros is not installed (not on PyPI)")
+needs_launch_ros = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                                      reason="launch_ros is not installed (not on PyPI)")
+# What `ros2 launch FILE name:=value ...` does (ros2launch.api.launch_a_launch_file), minus ros2cli.
+LAUNCH = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background test runner may pass SIGINT on ignored
+from launch import LaunchDescription, LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+service = LaunchService(argv=sys.argv[2:])
+service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]), launch_arguments=[a.split(":=", 1) for a in sys.argv[2:]])]))
+sys.exit(service.run())
+"""
+
+
+def run_launch(install: Path, arguments: list[str], interrupt_when: str = "", timeout: float = 120) -> tuple[int, str]:
+    """Launch launch/goal_node.launch.py with the node from ``install``; SIGINT it (Ctrl-C) once a line of its
+    output holds ``interrupt_when``. Returns the launch's exit code and its output."""
+    env = dict(os.environ, AMENT_PREFIX_PATH=os.pathsep.join([str(install), os.environ.get("AMENT_PREFIX_PATH", "")]))
+    process = subprocess.Popen([sys.executable, "-c", LAUNCH, str(LAUNCH_FILE), *arguments], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if interrupt_when and interrupt_when in line:
+                process.send_signal(signal.SIGINT)
+                interrupt_when = ""
+        return process.wait(), "".join(lines)
+    finally:
+        killer.cancel()
+        process.kill()
+
+
+@needs_launch_ros
+@pytest.mark.parametrize("argument, error", [
+    ("model_path:={missing}", "cannot start: model directory {missing} does not exist"),
+    ("scheduler:=no_such_sampler", "cannot start: parameter scheduler='no_such_sampler' is not one of"),
+])
+def test_launch_fails_when_the_node_cannot_start(tmp_path, colcon_install, argument, error):  # pragma: no cover
+    """`ros2 launch ... model_path:=/nonexistent` ends non-zero, not 0, with the node's error; the scheduler
+    argument reaches the node (a bad one is refused by it)."""
+    missing = tmp_path / "no_model_here"
+    code, output = run_launch(colcon_install, [argument.format(missing=missing), "device:=cpu"])
+    assert code == 1, output
+    assert error.format(missing=missing) in output and "exited with code 1" in output, output
+
+
+@needs_launch_ros
+def test_launch_ends_cleanly_on_ctrl_c(tmp_path, colcon_install):  # pragma: no cover - runs on a ROS 2 install
+    """A node that started and is stopped by Ctrl-C is no failure: the launch exits 0."""
+    model = make_tiny_model(tmp_path / "tiny")
+    code, output = run_launch(colcon_install, [f"model_path:={model}", "device:=cpu", "torch_threads:=1"],
+                              interrupt_when="ready:")
+    assert "ready:" in output and code == 0, output
+
+
+@needs_launch_ros
 def test_launch_description_builds():  # pragma: no cover - runs on a ROS 2 install
     from launch.actions import DeclareLaunchArgument
 
@@ -114,11 +176,9 @@ def test_node_loads_the_config_file(tmp_path):
         rclpy.shutdown(context=context)
 
 
-def test_installed_executable_fails_fast_on_a_missing_model(tmp_path):
+def test_installed_executable_fails_fast_on_a_missing_model(tmp_path, colcon_install):
     """The executable CMake installs (what `ros2 run` / the launch file start) runs main() and names the path."""
-    executable = ROOT / "install" / "actedit_ros" / "lib" / "actedit_ros" / "goal_node"
-    if not executable.is_file():
-        pytest.skip("no colcon install (run scripts/setup.sh)")
+    executable = colcon_install / "lib" / "actedit_ros" / "goal_node"
     missing = tmp_path / "no_model_here"
     result = subprocess.run([str(executable), "--ros-args", "-p", f"model_path:={missing}", "-p", "device:=cpu"],
                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
