@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -63,23 +62,12 @@ from actedit_ros.ros.conversions import (
     stamp_to_seconds,
 )
 from actedit_ros.ros.parameters import NODE_PARAMETERS, NodeParameter  # noqa: F401 - NodeParameter re-exported
+from actedit_ros.ros.prediction_worker import PredictionWorker
 from actedit_ros.srv import PredictGoal
 
 NODE_NAME = "goal_node"
 BUSY_PREFIX = "busy:"
 CAMERA_PUBLISHER_CHECK_PERIOD = 2.0  # seconds between looks for camera publishers this node cannot hear (reliable QoS)
-PREDICTION_NICE = 10  # how much lower the prediction thread's CPU priority is than the callbacks'
-
-
-def _lower_thread_priority() -> None:
-    """Raise this thread's nice value by PREDICTION_NICE (Linux: per thread). Unprivileged processes cannot lower it
-    again, so it is only called on a thread that runs nothing but predictions."""
-    if sys.platform.startswith("linux"):
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + PREDICTION_NICE))
-        except OSError:  # not permitted (e.g. a seccomp profile): predictions run at normal priority
-            pass
 
 
 class _Refusal(Exception):
@@ -143,8 +131,7 @@ class GoalNode(Node):
         self._goal_count = 0
         self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
         # One prediction at a time, on its own low-priority thread (on Linux, threads it starts inherit the priority).
-        self._prediction_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node_name}-prediction",
-                                                     initializer=_lower_thread_priority)
+        self._prediction_thread = PredictionWorker(f"{node_name}-prediction")
 
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
@@ -190,7 +177,7 @@ class GoalNode(Node):
     def destroy_node(self) -> None:
         prediction_thread = getattr(self, "_prediction_thread", None)  # absent when __init__ failed early
         if prediction_thread is not None:
-            prediction_thread.shutdown(wait=False, cancel_futures=True)
+            prediction_thread.shutdown()
         super().destroy_node()
 
     # ------------------------------------------------------------------------------------------------ helpers
