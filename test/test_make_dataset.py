@@ -1,28 +1,31 @@
 """actedit-make-dataset on short videos written here with OpenCV: EPIC-KITCHENS and generic annotations, ready pairs,
-bad rows reported by line, the split by video, and resuming."""
+bad rows reported by line, the split by video, resuming, and the frames --keep-frames keeps for the progress model
+(read back with load_progress_records)."""
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from actedit_ros.training.data import EditPairDataset, read_index
+from actedit_ros.training.data import DatasetError, EditPairDataset, load_progress_records, read_index
 from actedit_ros.training.make_dataset import MakeDatasetError, main, make_dataset, split_videos
+from actedit_ros.training.video_frames import SEEK_GAP
 
 FRAMES, WIDTH, HEIGHT, FPS = 20, 64, 48, 10.0
 
 
-def write_video(path: Path, frames: int = FRAMES) -> Path:
-    """Frame i is a uniform grey of level 10 * i, so a read frame tells its index."""
+def write_video(path: Path, frames: int = FRAMES, step: int = 10, first: int = 0) -> Path:
+    """Frame i is a uniform grey of level first + step * i, so a read frame tells its index (frame_level)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
     assert writer.isOpened()
     for i in range(frames):
-        writer.write(np.full((HEIGHT, WIDTH, 3), 10 * i, np.uint8))
+        writer.write(np.full((HEIGHT, WIDTH, 3), first + step * i, np.uint8))
     writer.release()
     return path
 
@@ -182,3 +185,144 @@ def test_cli_summary_and_errors(tmp_path, epic, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0 and "--test-fraction" in capsys.readouterr().out
+
+
+def index_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture()
+def clips(tmp_path):
+    write_video(tmp_path / "clips" / "a.mp4")
+    write_video(tmp_path / "clips" / "b.mp4")
+    annotations = tmp_path / "segments.jsonl"
+    rows = [{"video": "clips/a.mp4", "start_frame": 2, "end_frame": 14, "instruction": "push the box"},
+            {"video": "clips/b.mp4", "start_sec": 0.5, "end_sec": 2.0, "instruction": "lift the lid"},  # frames 5..19
+            {"video": "clips/a.mp4", "start_frame": 16, "end_frame": 18, "instruction": "tap it"}]  # 3 frames < K
+    annotations.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return annotations
+
+
+def test_keep_frames_evenly_spaced_in_time_with_their_progress(tmp_path, clips):
+    out = tmp_path / "out"
+    report = make_dataset(out, segments=clips, size=24, image_format="jpg", keep_frames=5, test_fraction=0,
+                          progress=False, warn=lambda m: None)
+    assert (report.written, report.filled, report.skipped) == (3, 0, [])
+    expected = {"push the box": [2, 5, 8, 11, 14], "lift the lid": [5, 9, 12, 16, 19], "tap it": [16, 17, 17, 18, 18]}
+    rows = {row["instruction"]: row for row in index_rows(out)}
+    records = {record.instruction: record for record in load_progress_records(out, split=None)}
+    for instruction, indices in expected.items():
+        row, record = rows[instruction], records[instruction]
+        assert row["frames"] == [f"images/{row['id']}_f{i:02d}.jpg" for i in range(5)]
+        first, last = indices[0], indices[-1]
+        assert row["frame_progress"] == pytest.approx([(i - first) / (last - first) for i in indices], abs=1e-6)
+        assert record.frame_progress == row["frame_progress"] and record.negative_frames == []
+        assert [frame_level(path) for path in record.frames] == indices, instruction  # time order, right frames
+        assert (frame_level(record.start), frame_level(record.end)) == (first, last)
+        assert {cv2.imread(str(path)).shape for path in [record.start, *record.frames]} == {(24, 32, 3)}
+    # The editor's loaders ignore the new keys.
+    assert {pair.instruction for pair in read_index(out)} == set(expected)
+    assert EditPairDataset(out, 16, split=None)[0]["input_pixels"].shape == (3, 16, 16)
+
+
+def test_keep_frames_far_apart_are_seeked_to_exactly(tmp_path):
+    video = write_video(tmp_path / "long.mp4", frames=110, step=2, first=20)
+    capture, levels = cv2.VideoCapture(str(video)), []  # every frame's mean, decoded in order
+    while (frame := capture.read()[1]) is not None:
+        levels.append(frame.mean())
+    capture.release()
+    assert len(levels) == 110 and np.diff(levels).min() > 0.5  # each frame tells its index
+
+    def index_of(path: Path) -> int:
+        return int(np.argmin(np.abs(np.array(levels) - cv2.imread(str(path)).mean())))
+
+    annotations = tmp_path / "segments.csv"
+    write_csv(annotations, ["video", "start", "end", "instruction"], [["long.mp4", 0, 109, "wipe the table"]])
+    for count, gap in ((4, 36), (7, 18)):  # past SEEK_GAP (seeks) and within it (grabs)
+        assert (gap > SEEK_GAP) == (count == 4)
+        out = tmp_path / f"k{count}"
+        make_dataset(out, segments=annotations, size=0, keep_frames=count, progress=False, warn=lambda m: None)
+        record, = load_progress_records(out)
+        expected = [math.floor(i * 109 / (count - 1) + 0.5) for i in range(count)]  # halves round up
+        assert [index_of(path) for path in record.frames] == expected
+        assert record.frame_progress == pytest.approx([i / 109 for i in expected], abs=1e-6)
+
+
+def test_keep_frames_fills_in_an_older_dataset_and_resumes(tmp_path, epic):
+    csv_path, videos = epic
+    out = tmp_path / "dataset"
+    settings = dict(epic_csv=csv_path, videos_dir=videos, size=24, test_fraction=0.5, progress=False,
+                    warn=lambda m: None)
+    make_dataset(out, **settings)
+    plain = index_rows(out)
+    assert not any("frames" in row for row in plain)
+    with pytest.raises(DatasetError, match="no frames.*--keep-frames K"):
+        load_progress_records(out, split=None)
+
+    filled = make_dataset(out, keep_frames=3, **settings)
+    assert (filled.written, filled.already_done, filled.filled) == (0, 0, 3)
+    assert "3 given their frames" in filled.summary()
+    rows = index_rows(out)
+    assert [row["id"] for row in rows] == [row["id"] for row in plain]  # one row per pair, in annotation order
+    assert [{k: v for k, v in row.items() if k not in ("frames", "frame_progress")} for row in rows] == plain
+    levels = {r.instruction: [frame_level(p) for p in r.frames] for r in load_progress_records(out, split=None)}
+    assert levels == {"open drawer": [0, 3, 5], "close drawer": [7, 13, 19], "take cup": [2, 8, 14]}
+    assert json.loads((out / "make_dataset.json").read_text())["keep_frames"] == 3
+
+    full = (out / "index.jsonl").read_text()
+    again = make_dataset(out, keep_frames=3, **settings)
+    assert (again.written, again.already_done, again.filled) == (0, 3, 0)
+    assert (out / "index.jsonl").read_text() == full
+    # Interrupted while filling in: the old rows plus the new row of the first pair; the rest is filled in once.
+    (out / "index.jsonl").write_text("".join(json.dumps(row) + "\n" for row in plain) + full.splitlines()[0] + "\n")
+    resumed = make_dataset(out, keep_frames=3, **settings)
+    assert (resumed.written, resumed.already_done, resumed.filled) == (0, 1, 2)
+    assert (out / "index.jsonl").read_text() == full
+    # Interrupted while building: only the missing pair is redone.
+    (out / "index.jsonl").write_text("".join(full.splitlines(keepends=True)[:2]))
+    resumed = make_dataset(out, keep_frames=3, **settings)
+    assert (resumed.written, resumed.already_done) == (1, 2) and (out / "index.jsonl").read_text() == full
+
+    for other in (4, 0):
+        with pytest.raises(MakeDatasetError, match="built with --keep-frames 3"):
+            make_dataset(out, keep_frames=other, **settings)
+
+
+def test_keep_frames_refusals_name_the_flag(tmp_path, clips, capsys):
+    listing = write_csv(tmp_path / "pairs.csv", ["input_image", "edited_image", "instruction"], [["a.png", "b.png", "x"]])
+    with pytest.raises(MakeDatasetError, match="--keep-frames needs videos"):
+        make_dataset(tmp_path / "p", pairs=listing, keep_frames=4, progress=False)
+    for bad in (1, -2):
+        with pytest.raises(MakeDatasetError, match="--keep-frames must be 0 .off. or at least 2"):
+            make_dataset(tmp_path / "s", segments=clips, keep_frames=bad, progress=False)
+    assert main(["--pairs", str(listing), "--out", str(tmp_path / "p2"), "--keep-frames", "3"]) == 2
+    assert "--keep-frames needs videos" in capsys.readouterr().err
+    assert main(["--segments", str(clips), "--out", str(tmp_path / "c"), "--keep-frames", "2", "--no-progress"]) == 0
+    assert all(row["frame_progress"] == [0.0, 1.0] for row in index_rows(tmp_path / "c"))
+
+
+def test_load_progress_records_negatives_and_bad_rows(tmp_path, clips):
+    out = tmp_path / "out"
+    make_dataset(out, segments=clips, size=0, keep_frames=3, test_fraction=0, progress=False, warn=lambda m: None)
+    rows = index_rows(out)
+
+    def rewrite(changed: dict) -> None:
+        (out / "index.jsonl").write_text("".join(json.dumps({**row, **changed} if i == 1 else row) + "\n"
+                                                 for i, row in enumerate(rows)))
+
+    rewrite({"negative_frames": rows[0]["frames"]})  # the world's writer adds this key
+    record = load_progress_records(out, split="train")[1]
+    assert record.negative_frames == [out / name for name in rows[0]["frames"]]
+    assert record.start == out / rows[1]["input_image"] and record.end == out / rows[1]["edited_image"]
+    with pytest.raises(DatasetError, match="no records in the 'test' split"):
+        load_progress_records(out, split="test")
+    bad_rows = [({"frame_progress": [0.0, 0.6, 0.4]}, "index.jsonl:2: frame_progress must not decrease"),
+                ({"frame_progress": [0.0, 1.0]}, "list of 3 numbers"),
+                ({"frame_progress": [0.0, 0.5, 1.5]}, r"in \[0, 1\]"),
+                ({"frames": rows[1]["frames"][:1], "frame_progress": [0.0]}, "at least 2 images"),
+                ({"negative_frames": ["images/gone.png"]}, "negative_frames image .*gone.png does not exist"),
+                ({"frames": "images/x.png"}, "frames must be a list of image paths")]
+    for changed, message in bad_rows:
+        rewrite(changed)
+        with pytest.raises(DatasetError, match=message):
+            load_progress_records(out, split=None)

@@ -7,6 +7,15 @@ Folder format (shared by ``actedit-make-dataset``, the synthetic world's writer 
          "video": str (source video / episode id), "split": "train" | "test", ...optional extra keys}
     <dir>/<images>      PNG or JPEG files named by the index
 
+Optional keys for the learned progress model (``actedit-make-dataset --keep-frames K``, the world's writer
+``--frames K``); :func:`load_progress_records` reads them, the editor's loaders (:func:`read_index`,
+:class:`EditPairDataset`) ignore them::
+
+        "frames": [relative path, ...]        K >= 2 frames of the segment in time order, the first and last included
+        "frame_progress": [0.0, ..., 1.0]     each frame's time fraction of the segment, (t - start) / (end - start)
+        "negative_frames": [relative path, ...]  (world writer, optional) frames of a *different* action done from
+                                              the same start: progress 0 toward this record's goal
+
 Images are brought to the training size in one of two ways (``image_mode``):
 
 - ``"crop"`` (default, as InstructPix2Pix trains): resize keeping the aspect ratio so the image *covers* the target
@@ -56,6 +65,11 @@ def read_index(dataset_dir: str | Path, split: str | None = None) -> list[EditPa
 
     Raises :class:`DatasetError` naming the line for malformed rows, missing keys or missing image files.
     """
+    return [pair for pair, _ in _index_rows(dataset_dir, split)]
+
+
+def _index_rows(dataset_dir: str | Path, split: str | None):
+    """(EditPair, raw row dict) of every usable row of the index in ``split``; DatasetError as :func:`read_index`."""
     root = Path(dataset_dir).expanduser()
     index_file = root / INDEX_NAME
     if not index_file.is_file():
@@ -91,8 +105,87 @@ def read_index(dataset_dir: str | Path, split: str | None = None) -> list[EditPa
             for image in (pair.input_image, pair.edited_image):
                 if not image.is_file():
                     raise DatasetError(f"{index_file}:{line_number}: image {image} does not exist")
-            pairs.append(pair)
+            pairs.append((pair, row))
     return pairs
+
+
+@dataclass
+class ProgressRecord:
+    """One segment for the learned progress model: its pair, its kept frames and their progress (absolute paths)."""
+
+    id: str
+    instruction: str
+    start: Path  # the segment's first frame (the pair's input image)
+    end: Path  # its last frame (the pair's edited image: the goal)
+    frames: list[Path]
+    frame_progress: list[float]
+    negative_frames: list[Path]  # another action's frames from the same start (progress 0 here); [] when absent
+    video: str
+    split: str
+    line: int
+
+
+_NO_FRAMES_HINT = ("the progress model needs the frames of each segment: build the dataset with actedit-make-dataset "
+                   "--keep-frames K (re-running it on this dataset with --keep-frames K fills them in) or with the "
+                   "world's writer --frames K")
+
+
+def _frame_paths(root: Path, row: dict, key: str, where: str) -> list[Path]:
+    value = row[key]
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise DatasetError(f"{where}: {key} must be a list of image paths, got {value!r}"[:300])
+    paths = [root / name for name in value]
+    for path in paths:
+        if not path.is_file():
+            raise DatasetError(f"{where}: {key} image {path} does not exist")
+    return paths
+
+
+def _progress_values(row: dict, count: int, where: str) -> list[float]:
+    values = row.get("frame_progress")
+    if not isinstance(values, list) or len(values) != count:
+        raise DatasetError(f"{where}: frame_progress must be a list of {count} numbers (one per frame), "
+                           f"got {values!r}"[:300])
+    try:
+        progress = [float(value) for value in values]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: frame_progress holds a non-number: {values!r}"[:300]) from None
+    if not all(0.0 <= value <= 1.0 for value in progress):  # also refuses NaN
+        raise DatasetError(f"{where}: frame_progress values must be in [0, 1], got {values!r}"[:300])
+    if any(later < earlier for earlier, later in zip(progress, progress[1:])):
+        raise DatasetError(f"{where}: frame_progress must not decrease (frames in time order), got {values!r}"[:300])
+    return progress
+
+
+def load_progress_records(dataset_dir: str | Path, split: str | None = "train") -> list[ProgressRecord]:
+    """The records of ``<dataset_dir>/index.jsonl`` (``split`` "train"/"test", or None for all) with their kept
+    frames, for training and evaluating the learned progress model.
+
+    Raises :class:`DatasetError` naming the file and line for rows without frames (saying to use ``--keep-frames``),
+    malformed frame lists or progress values, missing image files, or when no record is left.
+    """
+    root = Path(dataset_dir).expanduser()
+    index_file = root / INDEX_NAME
+    records, lacking = [], []
+    for pair, row in _index_rows(root, split):
+        where = f"{index_file}:{pair.line}"
+        if "frames" not in row:
+            lacking.append(pair.line)
+            continue
+        frames = _frame_paths(root, row, "frames", where)
+        if len(frames) < 2:
+            raise DatasetError(f"{where}: frames must hold at least 2 images (first and last), got {len(frames)}")
+        negatives = _frame_paths(root, row, "negative_frames", where) if "negative_frames" in row else []
+        records.append(ProgressRecord(
+            id=pair.id, instruction=pair.instruction, start=pair.input_image, end=pair.edited_image, frames=frames,
+            frame_progress=_progress_values(row, len(frames), where), negative_frames=negatives, video=pair.video,
+            split=pair.split, line=pair.line))
+    if lacking:
+        raise DatasetError(f"{index_file}: {len(lacking)} record(s) have no frames (first at line {lacking[0]}); "
+                           + _NO_FRAMES_HINT)
+    if not records:
+        raise DatasetError(f"{index_file} has no records" + (f" in the {split!r} split" if split else ""))
+    return records
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
