@@ -6,6 +6,7 @@ argument table is read with ast (launch_ros is not on PyPI) and compared with th
 import ast
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 
 from actedit_ros.editing import GoalPredictor
 from actedit_ros.editing.tiny import make_tiny_model
-from actedit_ros.ros.goal_node import NODE_PARAMETERS, GoalNode
+from actedit_ros.ros.goal_node import NODE_PARAMETERS, GoalNode, main
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "goal_node.launch.py"
@@ -184,3 +185,19 @@ def test_installed_executable_fails_fast_on_a_missing_model(tmp_path, colcon_ins
                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot start" in result.stderr and str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+# A remap a shell would tilde-expand: `-r ~/image:=...` becomes `-r $HOME/image:=...` and silently remaps nothing.
+UNQUOTED_REMAP = re.compile(r"(?<![\'\"\w])~/[\w/]*:=")
+
+
+def test_shown_remaps_are_quoted(capsys):
+    """Every `~/name:=` remap a user may copy into a shell (README, launch file, the node's --help) is quoted."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["goal_node", "--help"])
+    assert exit_info.value.code == 0
+    texts = {"goal_node --help": capsys.readouterr().out, "README.md": (ROOT / "README.md").read_text(),
+             "launch/goal_node.launch.py": LAUNCH_FILE.read_text()}
+    assert "'~/image:=/camera/image_raw'" in texts["goal_node --help"]
+    for where, text in texts.items():
+        assert not UNQUOTED_REMAP.search(text), f"{where}: unquoted remap {UNQUOTED_REMAP.search(text).group()!r}"

@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="goal_node",
         description="ROS 2 node that predicts visual goal images for instructions and publishes progress toward "
                     "them. Configure it with ROS parameters, e.g. --ros-args --params-file config/goal_node.yaml "
-                    "-p model_path:=/path/to/model -r ~/image:=/camera/image_raw.")
+                    "-p model_path:=/path/to/model -r '~/image:=/camera/image_raw' (quoted: shells expand ~/).")
     parser.add_argument("--threads", type=int, default=4,
                         help="executor threads (camera and services run concurrently; at least 2)")
     args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
