@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from actedit_ros.bag import BagWriter, compressed_image_message, image_message
-from actedit_ros.bag.eval_bag import CSV_COLUMNS, main
+from actedit_ros.bag.eval_bag import main
+from actedit_ros.bag.eval_report import CSV_COLUMNS
 from actedit_ros.bag.synthetic import DEFAULT_START_NS, encode_rgb, write_frames_bag, write_world_bag
 from actedit_ros.editing.tiny import make_tiny_model
 from actedit_ros.world import generate_episode

@@ -256,8 +256,10 @@ def test_unknown_and_empty_storage_identifier(good_bags):
 def test_truncated_storage_file(good_bags, storage, fraction):
     path = storage_file(good_bags[storage])
     os.truncate(path, int(path.stat().st_size * fraction))
-    with pytest.raises(BagError, match="is truncated"):
+    with pytest.raises(BagError, match="is truncated") as error:
         BagReader(good_bags[storage]).open()
+    if storage == "mcap" and fraction:  # what it holds can be recovered: the message says how
+        assert f"mcap recover {path} -o {path.with_suffix('.recovered.mcap')}" in str(error.value)
 
 
 def test_messages_that_do_not_match_their_header_are_skipped(tmp_path):

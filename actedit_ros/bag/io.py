@@ -116,11 +116,15 @@ class SkippedMessage:
 INLINE_TOPICS = 3  # more topics than this are listed one per line
 
 
+def _format_lines(items: list[str]) -> str:
+    """A few items inline ('a, b'); more than INLINE_TOPICS one per line, indented, starting on a new line."""
+    if len(items) > INLINE_TOPICS:
+        return "\n" + "\n".join(f"  {item}" for item in items)
+    return ", ".join(items) if items else "none"
+
+
 def _format_topics(topics: Iterable[TopicSummary]) -> str:
-    listed = [f"{t.name} ({t.msgtype}, {t.count} messages)" for t in topics]
-    if len(listed) > INLINE_TOPICS:
-        return "\n" + "\n".join(f"  {line}" for line in listed)
-    return ", ".join(listed) if listed else "none"
+    return _format_lines([f"{t.name} ({t.msgtype}, {t.count} messages)" for t in topics])
 
 
 def _summarize(connections) -> dict[str, TopicSummary]:
@@ -180,13 +184,24 @@ def _read_metadata(path: Path) -> dict:
     return info
 
 
+def _storage_file(path: Path, suffix: str) -> Path:
+    """The storage file a message should name: `path` itself, or the bag directory's only file with `suffix`."""
+    if path.is_dir():
+        found = sorted(path.glob(f"*{suffix}"))
+        return found[0] if len(found) == 1 else path / f"<storage file>{suffix}"
+    return path
+
+
 def _explain_reader_error(path: Path, exc: Exception) -> str:
     text = str(exc)
     if "end magic" in text or "Invalid MCAP footer" in text:
+        file = _storage_file(path, ".mcap")
         return (f"bag {path} is truncated: its MCAP file has no valid footer, so the recording was cut off "
-                f"before it was closed ({text})")
+                f"before it was closed ({text}). To recover the messages it holds, run the MCAP command-line "
+                f"tool (https://mcap.dev/guides/cli): mcap recover {file} -o {file.with_suffix('.recovered.mcap')} "
+                f"and pass the recovered file instead")
     if "seems to be empty" in text:
-        return f"bag {path} is truncated: its storage file is empty ({text})"
+        return f"bag {path} is truncated: its storage file is empty, so it holds nothing to recover ({text})"
     if "malformed" in text or "missing tables" in text or "not a database" in text:
         return f"bag {path} is truncated or corrupt: its sqlite3 database cannot be read ({text})"
     if "magic is invalid" in text:
@@ -310,8 +325,11 @@ class BagReader:
     def describe_topics(self) -> str:
         return _format_topics(self.topics.values())
 
-    def image_topic(self, requested: str | None = None) -> str:
-        """The camera topic: `requested` (checked), else the bag's only Image/CompressedImage topic."""
+    def image_topic(self, requested: str | None = None, option: str = "--camera-topic") -> str:
+        """The camera topic: `requested` (checked), else the bag's only Image/CompressedImage topic.
+
+        `option` is the command-line flag that chooses it, named in the error when the bag has several.
+        """
         topics = self.topics
         if requested:
             if requested not in topics:
@@ -325,15 +343,15 @@ class BagReader:
             raise BagError(f"bag {self.path} has no image topic ({' or '.join(IMAGE_TYPES)}); "
                            f"its topics: {self.describe_topics()}")
         if len(image_topics) > 1:
-            raise BagError(f"bag {self.path} has {len(image_topics)} image topics ({', '.join(image_topics)}); "
-                           f"choose one with the camera topic option")
+            raise BagError(f"bag {self.path} has {len(image_topics)} image topics ({_format_lines(image_topics)}); "
+                           f"choose one with {option}")
         return image_topics[0]
 
-    def string_topic(self, requested: str | None = None) -> str | None:
+    def string_topic(self, requested: str | None = None, option: str = "--instruction-topic") -> str | None:
         """An instruction topic: `requested` (checked), else the bag's only std_msgs/String topic, else None."""
-        return self.single_topic(STRING_TYPE, requested, option="the instruction topic option", required=False)
+        return self.single_topic(STRING_TYPE, requested, option=option, required=False)
 
-    def single_topic(self, msgtype: str, requested: str | None = None, option: str = "a topic option",
+    def single_topic(self, msgtype: str, requested: str | None = None, option: str = "--topic",
                      required: bool = True) -> str | None:
         """`requested` (checked to have `msgtype`), else the bag's only topic of `msgtype`.
 
@@ -349,7 +367,7 @@ class BagReader:
             return requested
         found = self.topics_of_type([msgtype])
         if len(found) > 1:
-            raise BagError(f"bag {self.path} has {len(found)} {msgtype} topics ({', '.join(found)}); "
+            raise BagError(f"bag {self.path} has {len(found)} {msgtype} topics ({_format_lines(found)}); "
                            f"choose one with {option}")
         if not found and required:
             raise BagError(f"bag {self.path} has no {msgtype} topic; its topics: {self.describe_topics()}")

@@ -319,6 +319,31 @@ def select_topics(bag: BagReader, requested: list[str] | None) -> tuple[list[str
     return topics, notes
 
 
+def plan_playback(bag: BagReader, args: argparse.Namespace) -> tuple[list[str], int, int, str | None]:
+    """(topics to publish, their message count, log time to start at, instruction topic for --predict-service).
+
+    Prints the bag's notes; raises BagError when there is nothing to play or the flags do not fit the bag.
+    """
+    topics, notes = select_topics(bag, args.topics)
+    for note in bag.notes + notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    total = sum(bag.topics[t].count for t in topics)
+    if total == 0:
+        raise BagError(f"bag {bag.path} holds no messages on the topics to publish; its topics: "
+                       f"{bag.describe_topics()}")
+    start_ns = bag.start_ns + int(args.start_offset * NS)
+    if args.start_offset < 0 or start_ns >= bag.end_ns:
+        raise BagError(f"--start-offset {args.start_offset} s is outside the bag, which lasts "
+                       f"{(bag.end_ns - bag.start_ns) / NS:.3f} s")
+    instruction_topic = None
+    if args.predict_service:
+        instruction_topic = bag.string_topic(args.instruction_topic)
+        if instruction_topic is None or instruction_topic not in topics:
+            raise BagError(f"--predict-service needs a played std_msgs/String instruction topic; give "
+                           f"--instruction-topic (the bag's topics: {bag.describe_topics()})")
+    return topics, total, start_ns, instruction_topic
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rate <= 0:
@@ -338,23 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     player = None
     try:
         with BagReader(args.bag) as bag:
-            topics, notes = select_topics(bag, args.topics)
-            for note in bag.notes + notes:
-                print(f"{PROG}: {note}", file=sys.stderr)
-            total = sum(bag.topics[t].count for t in topics)
-            if total == 0:
-                raise BagError(f"bag {bag.path} holds no messages on the topics to publish; its topics: "
-                               f"{bag.describe_topics()}")
-            start_ns = bag.start_ns + int(args.start_offset * NS)
-            if args.start_offset < 0 or start_ns >= bag.end_ns:
-                raise BagError(f"--start-offset {args.start_offset} s is outside the bag, which lasts "
-                               f"{(bag.end_ns - bag.start_ns) / NS:.3f} s")
-            instruction_topic = None
-            if args.predict_service:
-                instruction_topic = bag.string_topic(args.instruction_topic)
-                if instruction_topic is None or instruction_topic not in topics:
-                    raise BagError(f"--predict-service needs a played std_msgs/String instruction topic; give "
-                                   f"--instruction-topic (the bag's topics: {bag.describe_topics()})")
+            topics, total, start_ns, instruction_topic = plan_playback(bag, args)
             rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)
             node = rclpy.create_node(args.node_name)
             executor, spin_thread = None, None
