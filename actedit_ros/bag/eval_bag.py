@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Evaluate goal prediction and progress scoring on a recorded rosbag2 bag (sqlite3 or mcap), "
                     "without ROS. Writes a per-frame CSV, one figure per episode and a summary.",
+        epilog="An episode that cannot be scored is marked failed (its reason in progress.csv and the summary) and "
+               "the others are scored. Exit status: 0 every episode was scored; 1 an error, or no frame of any "
+               f"episode could be scored; {EXIT_EPISODES_FAILED} some episodes failed.",
     )
     parser.add_argument("bag", help="rosbag2 bag directory (with metadata.yaml) or a single .mcap/.db3 file")
     parser.add_argument("-o", "--output", required=True,
