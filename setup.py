@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["actedit_ros", "actedit_ros.*"]),
     include_package_data=True,
-    package_data={"actedit_ros": ["models/**/*", "config/*.yaml"]},
+    package_data={"actedit_ros": ["models/**/*", "config/*.yaml", "editing/configs/**/*.json"]},
     install_requires=[
         "torch>=2.4",
         "diffusers>=0.30",
