@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from actedit_ros.bag.episodes import NS, BagEpisode, load_episode_file, episodes_from_instructions
+from actedit_ros.bag.episodes import NS, BagEpisode, episodes_from_instructions, load_episode_file
 from actedit_ros.bag.eval_report import CSV_COLUMNS, EpisodeResult, RunInfo, save_rgb_png, write_episode_figure, \
     write_summary
 from actedit_ros.bag.io import GOAL_TYPE, IMAGE_TYPE, IMAGE_TYPES, PROGRESS_TYPE, STRING_TYPE, BagError, BagFrame, \
     BagReader, SkippedMessage, image_message_to_rgb, stamp_to_ns
-
 
 MIN_FRAMES = 2  # an episode needs this many scored frames for a progress curve and its VOC
 
@@ -46,7 +45,7 @@ class BagEvaluation:
         return [r for r in self.results if r.status == "failed"]
 
     def failure_summary(self) -> str:
-        """'episode 1 ("hold still"): reason; ...' for every failed episode."""
+        """One line naming every failed episode and its reason: episode 1 ('hold still'): reason; ..."""
         return "; ".join(f"episode {r.episode.index} ({r.episode.instruction!r}): {r.detail}" for r in self.failed) \
             or "no episode"
 
