@@ -5,10 +5,11 @@ they differ; every reader here must still read every stored message and say wher
 """
 import json
 import sqlite3
+import struct
 
 import pytest
 
-from actedit_ros.bag import BagReader, BagWriter, episodes_from_instructions, image_message, make_qos, \
+from actedit_ros.bag import BagError, BagReader, BagWriter, episodes_from_instructions, image_message, make_qos, \
     string_message
 from actedit_ros.bag.eval_bag import main as eval_main
 from actedit_ros.bag.io import get_bag_typestore
@@ -142,3 +143,37 @@ def test_listed_counts_that_differ_from_the_storage_are_noted(tmp_path):
         assert len(list(bag.messages(["/camera/image_raw"]))) == FRAMES
         assert any(f"lists {FRAMES + 4} messages on /camera/image_raw, its storage holds {FRAMES}" in note
                    for note in bag.notes)
+
+
+def overstate_mcap_statistics(mcap_file, extra):
+    """Raise the message counts an MCAP file's Statistics record claims by `extra` (its summary CRC zeroed)."""
+    data = bytearray(mcap_file.read_bytes())
+    footer = len(data) - 8 - 29  # footer record: opcode, length, summary start, summary offset start, CRC
+    (summary_start,) = struct.unpack_from("<Q", data, footer + 9)
+    struct.pack_into("<I", data, footer + 25, 0)
+    position = summary_start
+    while data[position] != 0x0B:  # walk the summary section's records to the Statistics record
+        (length,) = struct.unpack_from("<Q", data, position + 1)
+        position += 9 + length
+    body = position + 9
+    (count,) = struct.unpack_from("<Q", data, body)
+    struct.pack_into("<Q", data, body, count + extra)
+    first_channel = body + 42 + 4  # after the fixed fields and the map's byte length: (u16 id, u64 count) pairs
+    (channel_count,) = struct.unpack_from("<Q", data, first_channel + 2)
+    struct.pack_into("<Q", data, first_channel + 2, channel_count + extra)
+    mcap_file.write_bytes(bytes(data))
+
+
+def test_a_whole_read_that_yields_less_than_the_storage_claims_fails_loudly(tmp_path, capsys):
+    write_qos_bag(tmp_path / "bag", "mcap")
+    overstate_mcap_statistics(next((tmp_path / "bag").glob("*.mcap")), extra=3)
+    with BagReader(tmp_path / "bag") as bag:
+        claimed = {t.name: t.count for t in bag.topics.values()}
+        assert sum(claimed.values()) == FRAMES + 1 + 3
+        window = list(bag.messages(stop_ns=DEFAULT_START_NS + 2 * PERIOD_NS))  # a window is not checked
+        assert len(window) == 1 + 2
+        with pytest.raises(BagError, match=r"reading yielded fewer messages than its storage holds \(/\w+.*: "
+                                           r"\d+ of \d+\)"):
+            list(bag.messages())
+    assert eval_main([str(tmp_path / "bag"), "-o", str(tmp_path / "out"), "--oracle-goal"]) == 1
+    assert "reading yielded fewer messages than its storage holds" in capsys.readouterr().err
