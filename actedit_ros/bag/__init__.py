@@ -1,6 +1,8 @@
 """rosbag2 tools without ROS: read/write bags with rosbags, episodes of a bag, and offline replay evaluation.
 
-`actedit_ros.bag.eval_bag` is the `actedit-eval-bag` command; the live tools that need rclpy
+Modules: `io` reads bags (and holds the type store), `write` writes them, `episodes` cuts a bag into episodes,
+`synthetic` writes bags from the synthetic world. `eval_bag` is the `actedit-eval-bag` command line, `evaluation`
+its scoring pass and `eval_report` its CSV, figures and summary. The live tools that need rclpy
 (`actedit-play-bag`, `actedit-record-bag`) live in `actedit_ros.ros`.
 """
 from actedit_ros.bag.episodes import BagEpisode, EpisodeError, episodes_from_instructions, load_episode_file
