@@ -404,8 +404,8 @@ class BagReader:
                  if read[topic] < self._topics[topic].count]
         if short:
             raise BagError(f"bag {self.path}: reading yielded fewer messages than its storage holds "
-                           f"({'; '.join(short)}); the bag cannot be read completely with rosbags "
-                           f"(try passing its storage file itself)")
+                           f"({'; '.join(short)}): its index promises messages its data does not hold, so the "
+                           f"storage file is incomplete or damaged")
 
     def deserialize(self, message: BagMessage) -> object:
         """The message as a rosbags dataclass; raises `BagError` when its bytes do not decode."""
