@@ -106,3 +106,19 @@ def test_device_check_script_names_the_prepare_step_when_wheels_are_missing(tmp_
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "bench/wheels/ does not exist" in run.stderr and "--prepare-wheels" in run.stderr
+
+
+def test_bench_full_size_labels_what_it_extrapolated_instead_of_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACTEDIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import bench_full_size
+
+    measured = json.loads(json.dumps(bench_full_size.predict_worker(64, [2, 3], tiny=True, max_seconds=1e6)))
+    assert set(measured["seconds"]) == {"2", "3"} and not measured["extrapolated"]
+    assert measured["peak_rss_mib"] > 100 and measured["cache_vae"] > 0
+    skipped = json.loads(json.dumps(bench_full_size.predict_worker(64, [2, 3], tiny=True, max_seconds=0)))
+    assert not skipped["seconds"] and set(skipped["extrapolated"]) == {"2", "3"}
+    rows = bench_full_size.prediction_rows(skipped, 64, [2, 3], "load", tiny=True)
+    assert all("(extrapolated)" in row.value and "NOT measured" in row.detail for row in rows[:2])
+    rows = bench_full_size.prediction_rows(measured, 64, [2, 3], "load", tiny=True)
+    assert all("extrapolated" not in row.value and "architecture-identical" in row.figure for row in rows)
