@@ -174,3 +174,38 @@ def test_readout_calls_noise_unreadable():
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     result = EndStateReadout(ep).read(noise)
     assert result.label == "unreadable" and not result.correct
+
+
+def test_other_action_starts_from_the_same_view_and_does_something_else():
+    from actedit_ros.world.negatives import other_action
+
+    for seed, regime in ((0, "fixed"), (3, "head")):
+        ep = generate_episode(seed, regime, "test", (80, 60), num_frames=6)
+        other = other_action(ep)
+        assert len(other.frames) == len(ep.frames)
+        assert (other.action, other.target) != (ep.action, ep.target)
+        assert np.array_equal(other.frames[0], ep.frames[0])  # same start, same camera
+        assert np.abs(other.frames[-1].astype(int) - ep.frames[-1]).max() > 40  # a different end
+        again = other_action(ep)
+        assert all(np.array_equal(a, b) for a, b in zip(other.frames, again.frames))  # deterministic
+
+
+def test_dataset_writer_keeps_frames_and_negatives_for_the_progress_model(tmp_path):
+    from actedit_ros.training.data import load_progress_records
+
+    args = ["--out", str(tmp_path), "--train", "3", "--test", "1", "--size", "40", "32", "--frames", "5",
+            "--negatives"]
+    assert dataset_main(args) == 0
+    records = load_progress_records(tmp_path, "train")
+    assert len(records) == 3
+    for record in records:
+        assert len(record.frames) == len(record.negative_frames) == 5
+        assert record.frame_progress[0] == 0.0 and record.frame_progress[-1] == 1.0
+        assert record.frame_progress == sorted(record.frame_progress)
+        assert {"seed", "regime", "action"} <= set(record.world)
+        assert np.array_equal(cv2.imread(str(record.frames[0])), cv2.imread(str(record.start)))
+        assert np.array_equal(cv2.imread(str(record.frames[-1])), cv2.imread(str(record.end)))
+    mtime = records[0].negative_frames[2].stat().st_mtime_ns
+    assert dataset_main(args) == 0  # resumes: nothing rewritten
+    assert records[0].negative_frames[2].stat().st_mtime_ns == mtime
+    assert dataset_main(["--out", str(tmp_path / "x"), "--train", "1", "--test", "0", "--negatives"]) == 2

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -123,7 +123,10 @@ class ProgressRecord:
     video: str
     split: str
     line: int
+    world: dict = field(default_factory=dict)  # the synthetic world's ground truth (seed, regime, action), if any
 
+
+WORLD_KEYS = ("seed", "regime", "action")
 
 _NO_FRAMES_HINT = ("the progress model needs the frames of each segment: build the dataset with actedit-make-dataset "
                    "--keep-frames K (re-running it on this dataset with --keep-frames K fills them in) or with the "
@@ -179,7 +182,7 @@ def load_progress_records(dataset_dir: str | Path, split: str | None = "train") 
         records.append(ProgressRecord(
             id=pair.id, instruction=pair.instruction, start=pair.input_image, end=pair.edited_image, frames=frames,
             frame_progress=_progress_values(row, len(frames), where), negative_frames=negatives, video=pair.video,
-            split=pair.split, line=pair.line))
+            split=pair.split, line=pair.line, world={k: row[k] for k in WORLD_KEYS if k in row}))
     if lacking:
         raise DatasetError(f"{index_file}: {len(lacking)} record(s) have no frames (first at line {lacking[0]}); "
                            + _NO_FRAMES_HINT)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .phrasings import PHRASINGS
 from .scene import COLOURS, LIQUIDS, Obj, SceneState, interpolate_states, render_view, WALL_RGB, TABLE_RGB
 
 ACTION_TYPES: tuple[str, ...] = (
@@ -29,91 +30,6 @@ HELD_OUT_COMBOS: dict[str, str] = {
     "put_in": "green", "put_on": "red", "move_left": "blue", "move_right": "yellow", "push": "purple",
     "pick_up": "orange", "open_drawer": "green", "close_drawer": "blue", "open_door": "red", "close_door": "yellow",
     "lid_off": "purple", "lid_on": "orange", "stack": "blue", "flip": "green", "cut": "yellow", "pour": "red",
-}
-
-# Instruction phrasings. {x}: the acted-on object, {y}: the reference object, {liquid}: what is poured.
-# "template" phrasings are the only ones in training; "paraphrase" and "unseen_verb" ones only appear in test.
-PHRASINGS: dict[str, dict[str, list[str]]] = {
-    "put_in": {
-        "template": ["put the {x} in the {y}", "place the {x} into the {y}", "drop the {x} in the {y}"],
-        "paraphrase": ["the {x} should go in the {y}", "can you get the {x} into the {y}"],
-        "unseen_verb": ["deposit the {x} in the {y}", "stash the {x} inside the {y}"],
-    },
-    "put_on": {
-        "template": ["put the {x} on the {y}", "place the {x} onto the {y}", "set the {x} on the {y}"],
-        "paraphrase": ["I want the {x} sitting on the {y}", "get the {x} onto the {y}"],
-        "unseen_verb": ["rest the {x} on the {y}", "lay the {x} on the {y}"],
-    },
-    "move_left": {
-        "template": ["move the {x} to the left", "slide the {x} left", "shift the {x} to the left"],
-        "paraphrase": ["the {x} needs to be further left", "bring the {x} over to the left side"],
-        "unseen_verb": ["scoot the {x} leftwards", "drag the {x} to the left"],
-    },
-    "move_right": {
-        "template": ["move the {x} to the right", "slide the {x} right", "shift the {x} to the right"],
-        "paraphrase": ["the {x} needs to be further right", "bring the {x} over to the right side"],
-        "unseen_verb": ["scoot the {x} rightwards", "drag the {x} to the right"],
-    },
-    "push": {
-        "template": ["push the {x} away", "push the {x} forward", "shove the {x} back"],
-        "paraphrase": ["move the {x} further away from me", "the {x} should be further back on the table"],
-        "unseen_verb": ["propel the {x} forward", "thrust the {x} away"],
-    },
-    "pick_up": {
-        "template": ["pick up the {x}", "grab the {x}", "take the {x}"],
-        "paraphrase": ["I want to hold the {x}", "get the {x} off the table"],
-        "unseen_verb": ["hoist the {x}", "snatch the {x}"],
-    },
-    "open_drawer": {
-        "template": ["open the {x}", "pull the {x} open", "pull out the {x}"],
-        "paraphrase": ["the {x} needs to be open", "can you open up the {x}"],
-        "unseen_verb": ["yank the {x} open", "draw out the {x}"],
-    },
-    "close_drawer": {
-        "template": ["close the {x}", "shut the {x}", "push the {x} closed"],
-        "paraphrase": ["the {x} should be closed", "could you close the {x} please"],
-        "unseen_verb": ["slam the {x} shut", "seal the {x}"],
-    },
-    "open_door": {
-        "template": ["open the {x}", "swing the {x} open", "pull the {x} open"],
-        "paraphrase": ["the {x} needs to be open", "can you open up the {x}"],
-        "unseen_verb": ["unlatch the {x}", "fling the {x} open"],
-    },
-    "close_door": {
-        "template": ["close the {x}", "shut the {x}", "swing the {x} closed"],
-        "paraphrase": ["the {x} should be closed", "could you close the {x} please"],
-        "unseen_verb": ["slam the {x} shut", "latch the {x}"],
-    },
-    "lid_off": {
-        "template": ["take the lid off the {x}", "remove the lid from the {x}", "uncover the {x}"],
-        "paraphrase": ["the {x} should not have its lid on", "get the lid off the {x}"],
-        "unseen_verb": ["unlid the {x}", "pry the lid off the {x}"],
-    },
-    "lid_on": {
-        "template": ["put the lid on the {x}", "cover the {x}", "close the {x} with its lid"],
-        "paraphrase": ["the {x} needs its lid back on", "the {x} should be covered"],
-        "unseen_verb": ["cap the {x}", "recap the {x}"],
-    },
-    "stack": {
-        "template": ["stack the {x} on the {y}", "put the {x} on top of the {y}", "place the {x} on the {y}"],
-        "paraphrase": ["build a tower with the {x} on the {y}", "the {x} should be on top of the {y}"],
-        "unseen_verb": ["pile the {x} onto the {y}", "heap the {x} on the {y}"],
-    },
-    "flip": {
-        "template": ["flip the {x}", "flip over the {x}", "turn over the {x}"],
-        "paraphrase": ["turn the {x} onto its other side", "the {x} should show its other side"],
-        "unseen_verb": ["invert the {x}", "overturn the {x}"],
-    },
-    "cut": {
-        "template": ["cut the {x}", "slice the {x}", "cut the {x} into pieces"],
-        "paraphrase": ["I need the {x} in pieces", "the {x} should be cut up"],
-        "unseen_verb": ["chop the {x}", "dice the {x}"],
-    },
-    "pour": {
-        "template": ["pour the {liquid} into the {y}", "fill the {y} with {liquid}", "pour {liquid} in the {y}"],
-        "paraphrase": ["the {y} should be full of {liquid}", "I want {liquid} in the {y}"],
-        "unseen_verb": ["decant the {liquid} into the {y}", "empty the jug of {liquid} into the {y}"],
-    },
 }
 
 NOUNS: dict[str, list[str]] = {
@@ -528,6 +444,25 @@ def _rng(seed: int, split: str, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), stream]))
 
 
+def render_action(keyframes: Keyframes, action: str, target: str, reference: str, cams: np.ndarray,
+                  size: tuple[int, int]) -> tuple[list[np.ndarray], list[dict], list[float], SceneState, SceneState]:
+    """Frames of an action seen along camera path ``cams`` (one frame per pose): (frames, states, progress, start
+    state, end state). The action runs from 20 % to 85 % of the clip; the hand comes in before and leaves after."""
+    frames, states, progress = [], [], []
+    num_frames = len(cams)
+    for i in range(num_frames):
+        u = i / (num_frames - 1)
+        s = _smoothstep((u - 0.2) / 0.65)
+        st = _with_hand(state_at(keyframes, s), action, target, reference, u)
+        frames.append(render_view(st, size, cams[i]))
+        states.append(st.describe())
+        progress.append(s)
+        if i == 0:
+            start_state = st
+        end_state = st
+    return frames, states, progress, start_state, end_state
+
+
 def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train", size: tuple[int, int] = (64, 64),
                      num_frames: int = 16) -> Episode:
     """One episode of the world, deterministic by its arguments (see the module docstring for the split)."""
@@ -582,17 +517,7 @@ def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train",
 
     instruction = make_instruction(rng, state, action, target, reference, phrasing)
     cams = _camera_path(_rng(seed, split, 1 + REGIMES.index(regime)), regime, num_frames)
-    frames, states, progress = [], [], []
-    for i in range(num_frames):
-        u = i / (num_frames - 1)
-        s = _smoothstep((u - 0.2) / 0.65)
-        st = _with_hand(state_at(keyframes, s), action, target, reference, u)
-        frames.append(render_view(st, size, cams[i]))
-        states.append(st.describe())
-        progress.append(s)
-        if i == 0:
-            start_state = st
-        end_state = st
+    frames, states, progress, start_state, end_state = render_action(keyframes, action, target, reference, cams, size)
     t = start_state.get(target)
     return Episode(
         seed=seed, regime=regime, split=split, size=(int(size[0]), int(size[1])), action=action,
