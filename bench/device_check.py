@@ -10,6 +10,8 @@ prints one markdown table:
 - the fp16 non-finite guard, forced (the VAE decode returns NaN unless in float32) and redone in float32;
 - one training step, 256x256, batch 8, the full EditAction objective, accelerate bf16 mixed precision.
 
+No per-frame editor row: progress scoring (``actedit_ros.progress``) never runs the editor on live frames.
+
 ``--tiny`` runs the same on a CPU with the narrow variant of the model (float32 stands in for fp16, compile uses the
 eager backend), which is how the test suite keeps this script working.
 """
@@ -92,14 +94,14 @@ class Session:
         return f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
 
     def prediction_row(self, label: str, predictor: GoalPredictor, num_candidates: int = 1,
-                       extra: str = "", target: bool = False) -> Timing:
+                       target: bool = False) -> Timing:
         a = self.args
         self.reset_peak()
         timing = time_predictions(predictor, self.image, a.steps, a.repeats, num_candidates=num_candidates,
                                   warmup=a.warmup)
         attention = type(next(iter(predictor.components.unet.attn_processors.values()))).__name__
-        detail = (f"{a.repeats} runs after {a.warmup} warm-up, {self.memory()}, {predictor.components.dtype}, attention "
-                  f"{attention}; float32 redos in timed runs: {timing.fallbacks}{extra}")
+        detail = (f"{a.repeats} runs after {a.warmup} warm-up, {self.memory()}, {predictor.components.dtype}, "
+                  f"attention {attention}; float32 redos in timed runs: {timing.fallbacks}")
         meets = (timing.p50 <= TARGET) if target and a.device.startswith("cuda") and not a.tiny else None
         self.rows.append(Row(f"prediction {a.size} px, {a.steps} steps, {label}{', tiny' if a.tiny else ''}",
                              f"p50 {timing.p50:.3f} s, p95 {timing.p95:.3f} s",
