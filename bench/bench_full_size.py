@@ -9,8 +9,8 @@ loader and GoalPredictor. Every measurement runs in its own process (peak RSS is
                                                # one training step (256 px, batch 1, gradient checkpointing)
     python bench/bench_full_size.py --tiny     # the same with the narrow variant (a quick check of this script)
 
-A 512 px 20-step prediction expected to exceed ``--max-prediction-seconds`` (900) is not run; its time is
-extrapolated from the 1-step and 10-step runs and labelled so. The GPU figures come from ``bench/device_check.sh``.
+A prediction expected to exceed ``--max-prediction-seconds`` (900) is not run (the smallest step count always
+runs); its time is extrapolated per step from the 1-step and 10-step runs and labelled so. The GPU figures come from ``bench/device_check.sh``.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def predict_worker(size: int, steps: list[int], tiny: bool, max_seconds: float) 
     for n in sorted(steps):
         last = max(times, default=1)
         estimate = times.get(last, one) + (n - last) * per_step
-        if estimate > max_seconds:
+        if times and estimate > max_seconds:  # the smallest step count always runs
             extrapolated[n] = estimate
             continue
         times[n] = once(n)
