@@ -27,29 +27,28 @@ whenever it and a camera callback both want a core, the callback wins. Bad reque
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import rclpy
-import rclpy.exceptions
 import torch
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from actedit_ros.editing import GoalPredictor, ModelLoadError, default_model_is_placeholder
+from actedit_ros.editing import GoalPredictor, default_model_is_placeholder
 from actedit_ros.editing.pipeline import validate_instruction
 from actedit_ros.image_conversion import ImageConversionError, limit_image_side
 from actedit_ros.msg import GoalImage, Progress
@@ -62,12 +61,14 @@ from actedit_ros.ros.conversions import (
     stamp_to_seconds,
 )
 from actedit_ros.ros.parameters import NODE_PARAMETERS, NodeParameter  # noqa: F401 - NodeParameter re-exported
-from actedit_ros.ros.prediction_worker import PredictionWorker
+from actedit_ros.ros.prediction_worker import PredictionCancelled, PredictionWorker
 from actedit_ros.srv import PredictGoal
 
 NODE_NAME = "goal_node"
 BUSY_PREFIX = "busy:"
 CAMERA_PUBLISHER_CHECK_PERIOD = 2.0  # seconds between looks for camera publishers this node cannot hear (reliable QoS)
+SHUTDOWN_POLL = 0.1  # seconds between a waiting predict_goal call's looks for begin_shutdown
+PREDICTION_STOP_WAIT = 30.0  # seconds destroy_node waits, after begin_shutdown, for a cancelled prediction to end
 
 
 class _Refusal(Exception):
@@ -129,9 +130,16 @@ class GoalNode(Node):
         self._generation = 0  # bumped by every goal change; a prediction started under an older one is discarded
         self._running: tuple[str, float] | None = None  # (instruction, start time) of the prediction in flight
         self._goal_count = 0
+        self._stopping: str | None = None  # why the node is shutting down (begin_shutdown); None while serving
         self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
         # One prediction at a time, on its own low-priority thread (on Linux, threads it starts inherit the priority).
         self._prediction_thread = PredictionWorker(f"{node_name}-prediction")
+        # Once the node begins shutting down, a running prediction stops at its next UNet/VAE call (begin_shutdown).
+        components = predictor.components
+        self._cancel_hooks = self._prediction_thread.cancel_on_forward(
+            [m for m in (components.unet, getattr(components.vae, "encoder", None),
+                         getattr(components.vae, "decoder", None)) if isinstance(m, torch.nn.Module)],
+            lambda: self._stopping)
 
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
@@ -177,7 +185,11 @@ class GoalNode(Node):
     def destroy_node(self) -> None:
         prediction_thread = getattr(self, "_prediction_thread", None)  # absent when __init__ failed early
         if prediction_thread is not None:
-            prediction_thread.shutdown()
+            if not prediction_thread.shutdown(PREDICTION_STOP_WAIT if self._stopping else 0.0):
+                if self._stopping:
+                    self.get_logger().warning(f"the cancelled prediction did not end within {PREDICTION_STOP_WAIT} s")
+            for hook in getattr(self, "_cancel_hooks", ()):
+                hook.remove()
         super().destroy_node()
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -313,6 +325,26 @@ class GoalNode(Node):
         self.get_logger().warning(f"predict_goal refused: {message[:300]}")
         return response
 
+    def begin_shutdown(self, reason: str) -> None:
+        """Stop serving: a caller waiting for a prediction is answered at once (``cancelled: ...``), the prediction
+        stops at its next model call, and new requests are refused. Called by the process before it stops."""
+        self._stopping = reason
+
+    def _await_prediction(self, future: Future, instruction: str):
+        """The prediction's result; raises _Refusal as soon as the node begins shutting down."""
+        while True:
+            try:
+                return future.result(timeout=SHUTDOWN_POLL)
+            except FutureTimeout:
+                if self._stopping is None:
+                    continue
+            except PredictionCancelled:
+                pass
+            break
+        future.cancel()
+        raise _Refusal(f"cancelled: the node is shutting down ({self._stopping}); the prediction for {instruction!r} "
+                       f"was stopped")
+
     def _start_image(self, image: Image, notes: list[str]) -> tuple[np.ndarray, Header]:
         """The start image of a request: its own image (checked, downscaled to ``max_image_side``) or, when that is
         empty, the latest camera frame. Raises _Refusal naming the problem, before any prediction runs, also for an
@@ -356,6 +388,8 @@ class GoalNode(Node):
         if instruction != request.instruction.strip():
             notes.append("control characters and repeated whitespace in the instruction were replaced")
 
+        if self._stopping is not None:
+            return self._fail(response, f"cancelled: the node is shutting down ({self._stopping})")
         try:
             start_rgb, start_header = self._start_image(request.image, notes)
         except _Refusal as refusal:
@@ -377,10 +411,12 @@ class GoalNode(Node):
                 generation = self._generation
             self._running = (instruction, time.monotonic())
             try:
-                prediction = self._prediction_thread.submit(
+                prediction = self._await_prediction(self._prediction_thread.submit(
                     self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
                     text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
-                    num_candidates=num_candidates).result()
+                    num_candidates=num_candidates), instruction)
+            except _Refusal as refusal:
+                return self._fail(response, str(refusal))
             except ValueError as err:
                 return self._fail(response, f"bad request: {err}")
             goal_rgb = prediction.images[0]
@@ -439,34 +475,10 @@ def spin_in_background(node: Node, num_threads: int = 4) -> tuple[MultiThreadedE
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lib/actedit_ros/goal_node`` (``ros2 run actedit_ros goal_node --ros-args ...``)."""
-    argv = sys.argv if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="goal_node",
-        description="ROS 2 node that predicts visual goal images for instructions and publishes progress toward "
-                    "them. Configure it with ROS parameters, e.g. --ros-args --params-file config/goal_node.yaml "
-                    "-p model_path:=/path/to/model -r '~/image:=/camera/image_raw' (quoted: shells expand ~/).")
-    parser.add_argument("--threads", type=int, default=4,
-                        help="executor threads (camera and services run concurrently; at least 2)")
-    args = parser.parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
-    context = rclpy.Context()
-    rclpy.init(args=argv, context=context)
-    node = None
-    try:
-        node = GoalNode(context=context)
-        executor = MultiThreadedExecutor(num_threads=max(2, args.threads), context=context)
-        executor.add_node(node)
-        executor.spin()
-    except (ModelLoadError, ValueError, rclpy.exceptions.ParameterException) as err:
-        print(f"goal_node: cannot start: {err}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown(context=context)
-    return 0
+    """Entry point of ``lib/actedit_ros/goal_node``; the process logic is in :mod:`actedit_ros.ros.node_main`."""
+    from actedit_ros.ros.node_main import main as node_main  # noqa: PLC0415 - node_main imports this module
+
+    return node_main(argv)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Why not a ``concurrent.futures.ThreadPoolExecutor``: the interpreter joins every pool thread at exit, so a node told
 to stop (Ctrl-C) during a prediction would sit until the prediction finished, up to a minute for a large model on
-CPU. This thread is a daemon: on shutdown the node answers the waiting caller, stops, and the process exits while an
-abandoned prediction is simply dropped. No ROS imports.
+CPU. Here the node cancels a running prediction instead: :meth:`PredictionWorker.cancel_on_forward` raises
+:class:`PredictionCancelled` from the next forward call of the model's modules (each denoising step), and
+:meth:`PredictionWorker.shutdown` waits for the thread to end. A process must not exit while the thread is still
+inside torch (libtorch aborts: "terminate called without an active exception"). No ROS imports.
 """
 from __future__ import annotations
 
@@ -28,6 +30,10 @@ def lower_thread_priority() -> None:
             pass
 
 
+class PredictionCancelled(Exception):
+    """Raised inside a prediction that was cancelled (the node is shutting down)."""
+
+
 class PredictionWorker:
     """Runs submitted calls in order on one daemon thread at lower CPU priority (threads it starts, such as torch's,
     inherit the priority on Linux). :meth:`submit` returns a ``concurrent.futures.Future``."""
@@ -45,8 +51,18 @@ class PredictionWorker:
         self._jobs.put((future, fn, args, kwargs))
         return future
 
-    def shutdown(self) -> None:
-        """Cancel queued calls and let the thread end after the current one; never waits for it."""
+    def cancel_on_forward(self, modules, should_cancel: Callable[[], str | None]) -> list:
+        """Make every forward call of ``modules`` (torch nn.Modules) on this worker's thread raise
+        PredictionCancelled once ``should_cancel()`` returns a reason. Returns the hook handles (``.remove()``)."""
+        def hook(_module, _inputs):
+            reason = should_cancel()
+            if reason is not None and threading.current_thread() is self._thread:
+                raise PredictionCancelled(reason)
+        return [module.register_forward_pre_hook(hook) for module in modules]
+
+    def shutdown(self, wait_seconds: float = 0.0) -> bool:
+        """Cancel queued calls, let the thread end after the current one and wait up to ``wait_seconds`` for that.
+        Returns True when the thread has ended."""
         self._closed = True
         while True:
             try:
@@ -56,6 +72,8 @@ class PredictionWorker:
             if job is not None:
                 job[0].cancel()
         self._jobs.put(None)
+        self._thread.join(wait_seconds)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         lower_thread_priority()
