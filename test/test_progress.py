@@ -300,18 +300,31 @@ def test_baselines_anchor_at_start_and_goal():
 # ----------------------------------------------------------------------------------------------------------- CLI
 def test_eval_progress_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "eval"
-    code = eval_main(["--episodes", "2", "--size", "96x72", "--frames", "8", "--out", str(out)])
+    code = eval_main(["--episodes", "1", "--size", "96x72", "--frames", "6", "--out", str(out), "--goal", "end-frame"])
     assert code == 0
     report = (out / "progress_eval.md").read_text()
-    assert "end-frame" in report and "| perturbed | head | ours |" in report and "actedit-eval-progress" in report
+    assert "end-frame" in report and "| perturbed | head | learned |" in report and "actedit-eval-progress" in report
     data = json.loads((out / "progress_eval.json").read_text())
-    assert len(data["episodes"]) == 2 * 2 * 2  # episodes x regimes x conditions
+    assert len(data["episodes"]) == 1 * 2 * 2  # episodes x regimes x conditions
     rows = {(r["condition"], r["regime"], r["method"]): r for r in data["summary"]}
-    assert len(rows) == 2 * 2 * 3
+    assert len(rows) == 2 * 2 * 4
     assert all(-1.0 <= r["voc_mean"] <= 1.0 for r in rows.values())
+    assert all(r["goal_right"] == r["episodes"] for r in rows.values())  # a true goal is always right
+    assert all(0.0 <= r["negative_reached"] <= 1.0 for r in rows.values())
     image = cv2.imread(str(out / "progress_curves.png"))
     assert image is not None and image.shape[0] > 100
-    assert "| clean | fixed | ours |" in capsys.readouterr().out
+    assert "| clean | fixed | pixel scorer |" in capsys.readouterr().out
+
+
+def test_eval_progress_cli_predicted_goals(tmp_path):
+    out = tmp_path / "eval"
+    code = eval_main(["--episodes", "1", "--size", "96x72", "--frames", "6", "--out", str(out), "--regimes", "fixed",
+                      "--conditions", "clean", "--editor-steps", "2", "--methods", "learned", "SSIM", "--no-plot"])
+    assert code == 0
+    data = json.loads((out / "progress_eval.json").read_text())
+    assert data["settings"]["goal"] == "predicted"
+    assert [r["method"] for r in data["summary"]] == ["learned", "SSIM"]
+    assert "predicted by the embedded default" in (out / "progress_eval.md").read_text()
 
 
 def test_eval_progress_cli_rejects_bad_arguments(tmp_path, capsys):

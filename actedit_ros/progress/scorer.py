@@ -206,6 +206,7 @@ class ProgressScorer:
 
     def _prepare(self, goal: np.ndarray, goal_valid: np.ndarray) -> None:
         """Change region, static pixels and per-scale references for a goal already in start coordinates."""
+        self._goal_small = goal
         self._goal_valid = goal_valid
         floor2 = self.noise_floor**2
         difference2 = ((goal - self._start) ** 2).sum(axis=2) * (goal_valid > 0.5)
@@ -306,17 +307,38 @@ class ProgressScorer:
         ceiling = 255.0 / gain if (gain > 1.0).any() else None
         return frame / gain, ceiling
 
-    def _measure(self, frame_rgb: np.ndarray) -> tuple[float | None, float, Registration]:
+    def align(self, frame_rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, Registration]:
+        """The frame at work size in start coordinates, float32 RGB (None when it cannot be registered), its
+        validity mask (None without registration: every pixel is valid) and how it was registered."""
         frame = check_rgb(frame_rgb, "frame")
         small, grey = self._downscale(frame)
-        registration = Registration(True, None, 0, 0)
-        valid = None
-        if self.registrar is not None:
-            registration = self.registrar.register(grey)
-            if not registration.ok:
-                return None, 0.0, registration
-            small, valid = self._warp(small, registration.homography)
-            valid = valid * self._goal_valid
+        if self.registrar is None:
+            return small, None, Registration(True, None, 0, 0)
+        registration = self.registrar.register(grey)
+        if not registration.ok:
+            return None, None, registration
+        small, valid = self._warp(small, registration.homography)
+        return small, valid * self._goal_valid, registration
+
+    @property
+    def start_small(self) -> np.ndarray:
+        """The start view at work size (float32 RGB)."""
+        return self._start
+
+    @property
+    def goal_small(self) -> np.ndarray:
+        """The goal at work size in start coordinates (float32 RGB) and its validity mask."""
+        return self._goal_small, self._goal_valid
+
+    def _measure(self, frame_rgb: np.ndarray) -> tuple[float | None, float, Registration]:
+        small, valid, registration = self.align(frame_rgb)
+        if small is None:
+            return None, 0.0, registration
+        return self._pixel_progress(small, valid, registration)
+
+    def _pixel_progress(self, small: np.ndarray, valid: np.ndarray | None,
+                        registration: Registration) -> tuple[float | None, float, Registration]:
+        """Progress and similarity of an aligned frame along the pixel-wise start->goal change (steps 2 and 3)."""
         small, ceiling = self._normalise_lighting(small, valid)
         frames = self._pyramid(small)
         valids = self._pyramid(valid) if valid is not None else [None] * self.num_scales
