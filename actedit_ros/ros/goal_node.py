@@ -141,6 +141,10 @@ class GoalNode(Node):
                          getattr(components.vae, "decoder", None)) if isinstance(m, torch.nn.Module)],
             lambda: self._stopping)
 
+        self._create_interfaces()
+
+    def _create_interfaces(self) -> None:
+        """Publishers, camera subscriptions, timers and services (after the model and state exist)."""
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -330,6 +334,19 @@ class GoalNode(Node):
         stops at its next model call, and new requests are refused. Called by the process before it stops."""
         self._stopping = reason
 
+    def _busy_message(self) -> str:
+        running = self._running
+        what = (f"the goal for {running[0]!r} (started {time.monotonic() - running[1]:.1f} s ago)"
+                if running else "another goal")
+        return f"{BUSY_PREFIX} still predicting {what}; this request was not queued, call again when it finishes"
+
+    def _predict_on_worker(self, start_rgb: np.ndarray, instruction: str, seed: int, num_candidates: int):
+        """Run the prediction on the prediction thread and wait for it (see _await_prediction)."""
+        return self._await_prediction(self._prediction_thread.submit(
+            self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
+            text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
+            num_candidates=num_candidates), instruction)
+
     def _await_prediction(self, future: Future, instruction: str):
         """The prediction's result; raises _Refusal as soon as the node begins shutting down."""
         while True:
@@ -401,20 +418,13 @@ class GoalNode(Node):
         num_candidates = max(1, int(request.num_candidates))
 
         if not self._predict_lock.acquire(blocking=False):
-            running = self._running
-            what = (f"the goal for {running[0]!r} (started {time.monotonic() - running[1]:.1f} s ago)"
-                    if running else "another goal")
-            return self._fail(response, f"{BUSY_PREFIX} still predicting {what}; this request was not queued, "
-                                        f"call again when it finishes")
+            return self._fail(response, self._busy_message())
         try:
             with self._state_lock:
                 generation = self._generation
             self._running = (instruction, time.monotonic())
             try:
-                prediction = self._await_prediction(self._prediction_thread.submit(
-                    self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
-                    text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
-                    num_candidates=num_candidates), instruction)
+                prediction = self._predict_on_worker(start_rgb, instruction, seed, num_candidates)
             except _Refusal as refusal:
                 return self._fail(response, str(refusal))
             except ValueError as err:
