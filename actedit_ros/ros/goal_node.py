@@ -24,6 +24,8 @@ computed is answered at once with ``success = false`` and a message starting wit
 call again). The prediction itself runs on one dedicated thread at a lower CPU priority (nice +10 on Linux), so
 whenever it and a camera callback both want a core, the callback wins. Bad requests are answered with
 ``success = false`` and a message naming the problem; the current goal is kept whenever a request fails.
+:meth:`GoalNode.begin_shutdown` (Ctrl-C, via :mod:`actedit_ros.ros.node_main`) answers a waiting caller with a message
+starting ``"cancelled:"`` and stops the running prediction at its next model call.
 """
 from __future__ import annotations
 
