@@ -5,7 +5,10 @@ and is guided twice (text guidance and image guidance, three batched UNet passes
 pipeline it adds what a robot needs:
 - any input size: the frame is resized (aspect kept up to rounding to the model's size multiple) to the model's
   working resolution, and the goal is returned at exactly the input's size;
-- N candidate goals in one batched call;
+- N candidate goals in one batched call, ranked best first by the editor itself used as a classifier
+  (:mod:`.ranking`: how much better the instruction explains each candidate than the empty instruction);
+- a start frame unlike the model's training data is flagged when the model directory ships a threshold
+  (:mod:`.out_of_domain`): the goal comes back with a warning that it is unreliable;
 - the text embeddings of an instruction and the latents of a start frame are cached, so asking again (a new seed,
   more candidates, the same instruction on the same frame) skips the encoders;
 - the fp16 black/NaN failure is detected and the sample is redone in float32, and the result says so.
@@ -24,6 +27,8 @@ import torch
 
 from .loading import EditActionComponents, load_components, make_scheduler
 from .model_store import resolve_model_path
+from .out_of_domain import DomainCheck, load_threshold, reconstruction_psnr
+from .ranking import DEFAULT_NEGATIVES, instruction_scores, scoring_scheduler
 
 MAX_INSTRUCTION_CHARS = 1000
 MAX_CANDIDATES = 16
@@ -33,12 +38,15 @@ MAX_CANDIDATES = 16
 class GoalPrediction:
     """The result of one predict() call."""
 
-    images: list[np.ndarray]  # RGB uint8, each the input's (height, width)
+    images: list[np.ndarray]  # RGB uint8, each the input's (height, width); best first when ranked
     seconds: float  # wall time of the prediction
     seed: int
     steps: int
     fp32_fallback: bool = False  # True when non-finite values forced a float32 redo
     notes: list[str] = field(default_factory=list)  # human-readable remarks (resizing, fallbacks)
+    scores: list[float] = field(default_factory=list)  # ranking score per image (best first); empty for one candidate
+    domain: DomainCheck | None = None  # the out-of-domain check of the start frame (None: the model ships no threshold)
+    warnings: list[str] = field(default_factory=list)  # what makes this goal unreliable (out of domain)
 
     @property
     def image(self) -> np.ndarray:
@@ -88,6 +96,10 @@ class GoalPredictor:
         self._image_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._blank_embedding: torch.Tensor | None = None
+        self._domain_cache: OrderedDict[tuple, DomainCheck] = OrderedDict()
+        self._noise_scheduler = None  # the training-time schedule, built on the first ranking
+        # The out-of-domain threshold ships in the model directory (None: the check is off).
+        self.domain_threshold = load_threshold(components.model_path)
 
     @classmethod
     def from_pretrained(cls, model_path: str | None = None, device: str = "auto", dtype: str | None = None,
@@ -195,8 +207,13 @@ class GoalPredictor:
         return vae.decode(scaled, return_dict=False)[0]
 
     def predict(self, image: np.ndarray, instruction: str, steps: int = 20, text_guidance: float = 7.5,
-                image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1) -> GoalPrediction:
-        """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``."""
+                image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1,
+                negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES) -> GoalPrediction:
+        """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``.
+
+        With more than one candidate they are ranked (:mod:`.ranking`, against ``negative_instructions``) and
+        returned best first with their scores.
+        """
         instruction = validate_instruction(instruction)
         image = validate_image(image)
         if not 1 <= int(steps) <= 1000:
@@ -230,13 +247,83 @@ class GoalPredictor:
                 fp32_fallback = True
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+            scores = []
+            if int(num_candidates) > 1:  # rank what will be returned: the decoded candidates, encoded again
+                order, scores = self._rank(list(pixels), start_latents, text, negative_instructions, seed)
+                pixels = pixels[order]
             interpolation = cv2.INTER_CUBIC if width * height > size[0] * size[1] else cv2.INTER_AREA
             images = [cv2.resize(p, (width, height), interpolation=interpolation) for p in pixels]
+            domain = self._check_domain(image, size, start_latents)
             seconds = time.perf_counter() - started
         if (width, height) != size:
             notes.append(f"worked at {size[0]}x{size[1]}, returned at the input's {width}x{height}")
+        if len(scores) > 1:
+            notes.append(f"{len(scores)} candidates ranked by the editor (scores {scores[0]:.4g} .. {scores[-1]:.4g})")
+        warnings = [domain.warning()] if domain is not None and domain.out_of_domain else []
         return GoalPrediction(images=images, seconds=seconds, seed=int(seed), steps=int(steps),
-                              fp32_fallback=fp32_fallback, notes=notes)
+                              fp32_fallback=fp32_fallback, notes=notes, scores=scores, domain=domain,
+                              warnings=warnings)
+
+    @torch.no_grad()
+    def _goal_latents(self, goals: list[np.ndarray]) -> torch.Tensor:
+        """(num, 4, h, w) scaled latents of RGB uint8 goal images already at the working size (as training encodes
+        its targets: the mode of the VAE's distribution times its scaling factor)."""
+        vae = self.components.vae
+        pixels = torch.from_numpy(np.stack(goals)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        latents = vae.encode(pixels.to(self.components.device, vae.dtype)).latent_dist.mode()
+        return latents.float() * vae.config.scaling_factor
+
+    def score_goals(self, image: np.ndarray, instruction: str, goals: list[np.ndarray],
+                    negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, seed: int = 0) -> list[float]:
+        """The editor's score of each goal image (RGB uint8, any size) for ``instruction`` from ``image``, in the
+        given order: how much better the instruction explains it than the negatives (:mod:`.ranking`)."""
+        instruction = validate_instruction(instruction)
+        image = validate_image(image)
+        goals = [validate_image(goal) for goal in goals]
+        c = self.components
+        size = working_size(image.shape[1], image.shape[0], c.resolution, c.size_multiple)
+        resized = [cv2.resize(goal, size, interpolation=cv2.INTER_AREA) for goal in goals]
+        with self._lock:
+            order, scores = self._rank(resized, self.image_latents(image, size), self.text_embedding(instruction),
+                                       negative_instructions, seed)
+        by_index = dict(zip(order, scores))
+        return [by_index[i] for i in range(len(goals))]
+
+    def _rank(self, goals: list[np.ndarray], start_latents: torch.Tensor, text: torch.Tensor,
+              negative_instructions: tuple[str, ...], seed: int) -> tuple[list[int], list[float]]:
+        """Order (best first) of goal images at the working size, and their scores in that order."""
+        if not negative_instructions:
+            raise ValueError("negative_instructions must name at least one instruction (\"\" is the empty one)")
+        negatives = [self.blank_embedding() if n == "" else self.text_embedding(validate_instruction(n))
+                     for n in negative_instructions]
+        if self._noise_scheduler is None:
+            self._noise_scheduler = scoring_scheduler(self.components.scheduler.config)
+        latents = self._goal_latents(goals)
+        scores = instruction_scores(self.components.unet, self._noise_scheduler, latents, start_latents, text,
+                                    negatives, seed=seed)
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        return order, [float(scores[i]) for i in order]
+
+    def _check_domain(self, image: np.ndarray, size: tuple[int, int], start_latents: torch.Tensor):
+        """The out-of-domain check of a start frame (cached like its latents), or None when it is off."""
+        if self.domain_threshold is None:
+            return None
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, size)
+        cached = self._domain_cache.get(key)
+        if cached is None:
+            resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            min_psnr, path = self.domain_threshold
+            cached = DomainCheck(reconstruction_psnr(self.components.vae, resized, start_latents), min_psnr, path)
+            self._remember(self._domain_cache, key, cached)
+        return cached
+
+    def check_domain(self, image: np.ndarray) -> DomainCheck | None:
+        """The out-of-domain check alone, without predicting (None when the model ships no threshold)."""
+        image = validate_image(image)
+        c = self.components
+        size = working_size(image.shape[1], image.shape[0], c.resolution, c.size_multiple)
+        with self._lock:
+            return self._check_domain(image, size, self.image_latents(image, size))
 
     def _resample_float32(self, text, blank, start_latents, num, steps, text_guidance, image_guidance, seed):
         unet = self.components.unet

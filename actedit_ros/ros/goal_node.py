@@ -467,8 +467,11 @@ class GoalNode(Node):
         response.goal_image = goal_image
         if num_candidates > 1:
             response.candidates = [rgb_to_image_msg(image, header) for image in prediction.images]
+            response.candidate_scores = [float(score) for score in prediction.scores]
         response.prediction_time = float(prediction.seconds)
-        notes += prediction.notes
+        notes += prediction.warnings + prediction.notes  # warnings (goal unreliable: out of domain) first
+        for warning in prediction.warnings:
+            self.get_logger().warning(f"goal {goal_id}: {warning}")
         if self.placeholder_model:
             notes.append("the model is a RANDOMLY INITIALISED placeholder (no trained default ships yet)")
         response.message = (f"goal {goal_id} for {instruction!r}: {prediction.steps} steps, seed {seed}, "

@@ -11,6 +11,7 @@ overall:
 
     actedit-eval                                   # the embedded default model
     actedit-eval --model editaction=work_dirs/default_model/editaction --model ip2p=work_dirs/default_model/ip2p
+    actedit-eval --best-of 1 4 8                   # best-of-N: the top candidate as ranked by the editor itself
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .best_of_n import best_of_n_table, model_label
 from .episode import ACTION_TYPES, PHRASING_KINDS, REGIMES, generate_episode
 from .readout import EndStateReadout
 
@@ -44,8 +46,13 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[int, int], steps: int,
                     text_guidance: float, image_guidance: float, seed: int, device: str,
-                    sheet_path: Path | None = None, scheduler: str = "auto") -> list[dict]:
-    """One record per (episode, model) with the metrics; the copy baseline is the model named COPY."""
+                    sheet_path: Path | None = None, scheduler: str = "auto",
+                    best_of: tuple[int, ...] = (1,)) -> list[dict]:
+    """One record per (episode, model, N in ``best_of``) with the metrics; the copy baseline is the model named COPY.
+
+    For N > 1 the model samples N candidates and the record is about the one it ranks first; the record's
+    ``any_correct`` says whether any candidate showed the true end state (what a perfect ranking would reach).
+    """
     from actedit_ros.editing import GoalPredictor
 
     predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler=sampler_for(path, scheduler))
@@ -58,20 +65,24 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
         readout = EndStateReadout(ep)
         common = {"episode": ep.episode_id, "regime": regime, "action": ep.action, "phrasing": ep.phrasing,
                   "held_out_combo": ep.held_out_combo, "instruction": ep.instruction}
-        outputs = {COPY: (start, 0.0)}
+        outputs = {COPY: (start, 0.0, {})}
         for name, predictor in predictors.items():
-            pred = predictor.predict(start, ep.instruction, steps=steps, text_guidance=text_guidance,
-                                     image_guidance=image_guidance, seed=seed)
-            outputs[name] = (pred.images[0], pred.seconds)
-        for name, (image, seconds) in outputs.items():
+            for n in best_of:
+                pred = predictor.predict(start, ep.instruction, steps=steps, text_guidance=text_guidance,
+                                         image_guidance=image_guidance, seed=seed, num_candidates=n)
+                extra = {}
+                if len(best_of) > 1:
+                    extra = {"best_of": n, "any_correct": any(readout.read(im).correct for im in pred.images)}
+                outputs[model_label(name, n, best_of)] = (pred.images[0], pred.seconds, extra)
+        for name, (image, seconds, extra) in outputs.items():
             read = readout.read(image)
             records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
                             "correct": bool(read.correct), "read_as": read.label, "seconds": seconds,
-                            "candidates": len(read.distances)})
+                            "candidates": len(read.distances), **extra})
         if sheet_path is not None and len(sheet_rows) < 16:
-            sheet_rows.append((ep.instruction, [start] + [outputs[n][0] for n in predictors] + [end]))
+            sheet_rows.append((ep.instruction, [start] + [o[0] for n, o in outputs.items() if n != COPY] + [end]))
     if sheet_path is not None and sheet_rows:
-        _write_sheet(sheet_path, sheet_rows, ["start"] + list(predictors) + ["true end"])
+        _write_sheet(sheet_path, sheet_rows, ["start"] + [n for n in outputs if n != COPY] + ["true end"])
     return records
 
 
@@ -181,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler; auto = euler_ancestral, or ddim for x0-prediction models")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--best-of", type=int, nargs="+", default=[1], metavar="N",
+                        help="candidates per prediction; with several values (e.g. 1 4 8) every model predicts once "
+                             "per N and is scored on the candidate it ranks first (the editor as a classifier), "
+                             "and a best-of-N table with the time per prediction is added")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
@@ -230,10 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
         models = _parse_models(args.model)
+        best_of = tuple(dict.fromkeys(args.best_of))
+        if any(not 1 <= n <= 16 for n in best_of):
+            raise ValueError(f"--best-of values must be between 1 and 16, got {args.best_of}")
         started = time.time()
         records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
-                                  args.scheduler)
+                                  args.scheduler, best_of)
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_outputs(records: list[dict], args, argv) -> int:
     command = "actedit-eval " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:]))
-    table = markdown_tables(records, command.strip())
+    table = markdown_tables(records, command.strip()) + best_of_n_table(records)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
     with open(args.out / "records.jsonl", "w", encoding="utf-8") as handle:
