@@ -6,7 +6,8 @@ prints one markdown table:
 
 - prediction 512x512, 20 steps, fp16 (SDPA attention, channels-last UNet: the loader's CUDA defaults): p50/p95 over
   ``--repeats`` runs after warm-up, peak GPU memory; the same in bf16, with channels-last off, with
-  ``torch.compile`` (compile time apart), and with 4 candidates in one batch;
+  ``torch.compile`` (compile time apart), and with 4 candidates in one batch (the time includes GoalPredictor's
+  ranking of the candidates);
 - the fp16 non-finite guard, forced (the VAE decode returns NaN unless in float32) and redone in float32;
 - one training step, 256x256, batch 8, the full EditAction objective, accelerate bf16 mixed precision.
 
@@ -120,7 +121,8 @@ def run_predictions(session: Session) -> None:
     fp16 = half_dtype(a.device, "float16")
     predictor = session.load(fp16)
     session.prediction_row(f"{fp16} ({layout(predictor)})", predictor, target=True)
-    session.prediction_row(f"{fp16}, 4 candidates in one batch", predictor, num_candidates=4)
+    session.prediction_row(f"{fp16}, 4 candidates in one batch, then ranked by the editor", predictor,
+                           num_candidates=4)
     predictor.components.unet.to(memory_format=torch.contiguous_format)
     session.prediction_row(f"{fp16}, contiguous (channels-last off)", predictor)
     predictor.components.unet.to(memory_format=torch.channels_last)
