@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 
-.PHONY: setup demo test bench train-default eval clean
+.PHONY: setup demo test bench train-default train-progress eval clean
 setup:
 	@bash scripts/setup.sh
 
@@ -17,6 +17,12 @@ bench: setup  ## one table: every performance figure against its target
 
 train-default: setup  ## reproduce the embedded default model (hours on CPU; resumes from its last checkpoint)
 	@$(ENV) python -m actedit_ros.world.train_default $(ARGS)
+
+train-progress: setup  ## reproduce the shipped learned progress model (world frames + the default editor's goals; resumes)
+	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 2400 --test 0 \
+		--size 160 120 --frames 12 --negatives
+	@$(ENV) nice -n 10 python -m actedit_ros.progress.train_progress --data work_dirs/progress/world160 \
+		--work-dir work_dirs/progress/run --export actedit_ros/models/progress/progress_model.safetensors $(ARGS)
 
 eval: setup  ## evaluation table of the embedded default on held-out synthetic episodes
 	@$(ENV) python -m actedit_ros.world.evaluate $(ARGS)

@@ -38,6 +38,7 @@ setup(
             "actedit-make-dataset = actedit_ros.training.make_dataset:main",
             "actedit-eval = actedit_ros.world.evaluate:main",
             "actedit-eval-progress = actedit_ros.progress.evaluate:main",
+            "actedit-train-progress = actedit_ros.progress.train_progress:main",
             "actedit-eval-bag = actedit_ros.bag.eval_bag:main",
             "actedit-play-bag = actedit_ros.ros.play_bag:main",
             "actedit-record-bag = actedit_ros.ros.record_bag:main",

@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of the goal prediction")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="CPU threads for torch (0: all cores but one, which stays free for the camera)")
+    parser.add_argument("--progress-scorer", choices=("learned", "pixel"), default="learned",
+                        help="how the node scores progress: learned (default; reads progress toward predicted goals) "
+                             "or pixel (the hand-made pixel scorer)")
     parser.add_argument("--out", default="runs", help="folder under which the run folder <timestamp>/ is created")
     parser.add_argument("--quiet", action="store_true", help="print only the summary, not every progress message")
     args = parser.parse_args(argv)
@@ -119,9 +122,11 @@ def plot_progress(path: Path, rows: list[ProgressRow], instruction: str, goal_at
         ax.plot([r.seconds for r in stale], [r.progress for r in stale], "x", color="red", label="stale (camera stopped)")
     ax.axhline(threshold, color="green", lw=0.8, label=f"reached threshold {threshold:g}")
     ax.axvline(goal_at, color="purple", lw=0.8, label="goal predicted")
-    reached = [r.seconds for r in live if r.reached]
+    reached = [r for r in live if r.reached]
     if reached:
-        ax.axvline(reached[0], color="green", lw=0.8, ls="--", label="reached")
+        ax.axvline(reached[0].seconds, color="green", lw=0.8, ls="--",
+                   label=f"reached ({reached[0].seconds:.1f} s, true progress {reached[0].true_progress:.2f})")
+        ax.plot([reached[0].seconds], [reached[0].progress], "*", ms=12, color="green")
     ax.set_xlabel("seconds since the planner asked for the goal")
     ax.set_ylabel("progress toward the goal image")
     ax.set_ylim(-0.05, 1.05)
@@ -135,12 +140,13 @@ def plot_progress(path: Path, rows: list[ProgressRow], instruction: str, goal_at
     plt.close(fig)
 
 
-def oracle_progress(episode, rows: list[ProgressRow], start_rgb: np.ndarray, threshold: float) -> list[float] | None:
+def oracle_progress(episode, rows: list[ProgressRow], start_rgb: np.ndarray, threshold: float,
+                    scorer_kind: str) -> list[float] | None:
     """What the same scorer reports for the same frames when the goal is the episode's true last frame."""
-    from actedit_ros.progress import ProgressScorer
+    from actedit_ros.progress import make_scorer
 
     try:
-        scorer = ProgressScorer(start_rgb, episode.frames[-1], reached_threshold=threshold)
+        scorer = make_scorer(scorer_kind, start_rgb, episode.frames[-1], reached_threshold=threshold)
     except ValueError:
         return None
     return [scorer.update(episode.frames[max(r.frame, 0)]).progress for r in rows if not r.stale]
@@ -185,6 +191,7 @@ def run(args) -> Path:
         Parameter("seed", value=args.seed),
         Parameter("torch_threads", value=args.torch_threads),
         Parameter("reached_threshold", value=threshold),
+        Parameter("progress_scorer", value=args.progress_scorer),
         Parameter("stale_timeout", value=0.5),
     ])
     client = rclpy.create_node("demo_planner", context=context)
@@ -272,6 +279,7 @@ def run(args) -> Path:
         while not any(r.stale for r in rows) and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
+        progress_model_path = node.progress_model.path
         stop.set()
         executor.shutdown()
         spin_thread.join(10)
@@ -282,7 +290,7 @@ def run(args) -> Path:
     save_png(run_dir / "start.png", start_rgb)
     save_png(run_dir / "goal.png", image_msg_to_rgb(response.goal_image))
     save_png(run_dir / "last.png", episode.frames[-1])
-    oracle = oracle_progress(episode, rows, start_rgb, threshold)
+    oracle = oracle_progress(episode, rows, start_rgb, threshold, args.progress_scorer)
     plot_progress(run_dir / "progress.png", rows, instruction, goal_at, threshold, placeholder, oracle)
     with open(run_dir / "progress.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -292,6 +300,9 @@ def run(args) -> Path:
     live = [r for r in rows if not r.stale]
     # The same scorer with the true last frame as the goal: what the predicted goal's blur and errors cost.
     oracle_note = f"; {oracle[-1]:.2f} against the true last frame as goal" if oracle else ""
+    scorer_note = (f"learned progress scorer ({progress_model_path})" if args.progress_scorer == "learned"
+                   else "pixel progress scorer")
+    print(f"scorer: {scorer_note}", flush=True)
     print(f"summary: {len(live)} live progress messages, {len(rows) - len(live)} stale; final progress "
           f"{live[-1].progress:.2f} (true {live[-1].true_progress:.2f}{oracle_note}); "
           f"reached: {any(r.reached for r in live)}; goal in "

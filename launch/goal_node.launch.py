@@ -32,6 +32,8 @@ LAUNCH_ARGUMENTS = (
     ("compressed_image_topic", "str", "Camera topic, sensor_msgs/CompressedImage (JPEG/PNG)."),
     ("qos_reliability", "str", "Camera subscription reliability: best_effort (sensor data) or reliable."),
     ("max_image_side", "int", "Larger frames/request images are downscaled to this longer side; 0 = no limit."),
+    ("progress_scorer", "str", "Progress scorer: learned (reads progress toward predicted goals) or pixel."),
+    ("progress_model_path", "str", "Learned progress model (.safetensors); empty = the shipped one."),
     ("reached_threshold", "float", "Progress at which a goal counts as reached, in [0, 1]."),
     ("stale_timeout", "float", "Seconds without a camera frame before progress is flagged stale."),
 )

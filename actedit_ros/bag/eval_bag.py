@@ -2,7 +2,7 @@
 
 For every episode (from an episode file or an instruction topic) the first camera frame at or after its start is
 the start frame; the goal predicted from it (GoalPredictor) and every later frame up to the episode end are scored
-with ProgressScorer. Needs no ROS install: the bag is read with rosbags.
+with the progress scorer (learned by default). Needs no ROS install: the bag is read with rosbags.
 
 Outputs in --output:
   progress.csv          one row per scored frame (written as it goes, so an interrupted run keeps its rows), and
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale (default: 1.5)")
     parser.add_argument("--reached-threshold", type=float, default=0.8,
                         help="progress above which the goal counts as reached (default: 0.8)")
+    parser.add_argument("--progress-scorer", choices=("learned", "pixel"), default="learned",
+                        help="how frames are scored: learned (default, reads progress toward predicted goals) or "
+                             "pixel (the hand-made pixel scorer)")
+    parser.add_argument("--progress-model", default="",
+                        help="learned progress model (.safetensors or its folder; default: the shipped one)")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of unexpected errors instead of a one-line message")
     return parser

@@ -1,7 +1,7 @@
 """The evaluation behind `actedit-eval-bag`: one pass over a bag's camera topic, episode by episode.
 
 Each episode starts at its first decodable camera frame: a goal is predicted from it (or, with --oracle-goal, the
-episode's last frame is the goal) and every later frame up to the episode end is scored with ProgressScorer. An
+episode's last frame is the goal) and every later frame up to the episode end is scored with the progress scorer (``--progress-scorer``). An
 episode that cannot be scored is marked failed with its reason; the others go on.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ class BagEvaluation:
         self.info = RunInfo(bag=str(args.bag))
         self.results: list[EpisodeResult] = []
         self.predictor = None
+        self.progress_model = None  # loaded by run() when --progress-scorer is learned
         self.oracle_goals: dict[int, np.ndarray] = {}
         self._csv_file = None
         self._csv = None
@@ -94,7 +95,7 @@ class BagEvaluation:
 
     def start_episode(self, result: EpisodeResult, frame: BagFrame) -> None:
         """Goal and scorer from the episode's first frame; an episode they cannot be made for is marked failed."""
-        from actedit_ros.progress import ProgressScorer
+        from actedit_ros.progress import make_scorer
 
         args = self.args
         result.first_frame_ns = frame.log_ns
@@ -109,8 +110,8 @@ class BagEvaluation:
                                                     image_guidance=args.image_guidance, seed=args.seed)
                 result.goal_rgb = prediction.images[0]
                 result.prediction_seconds = float(prediction.seconds)
-            result.scorer = ProgressScorer(result.start_rgb, result.goal_rgb,
-                                           reached_threshold=args.reached_threshold)
+            result.scorer = make_scorer(args.progress_scorer, result.start_rgb, result.goal_rgb,
+                                        self.progress_model, reached_threshold=args.reached_threshold)
         except ValueError as exc:  # the predictor's and scorer's way of refusing an image
             what = "no goal" if result.goal_rgb is None else "not scoreable"
             self.fail(result, f"{what}: {exc}")
@@ -180,13 +181,14 @@ class BagEvaluation:
         episodes = self.load_episodes(bag)
         self.results = [EpisodeResult(ep) for ep in episodes]
         self.info.settings = (f"steps {args.steps}, seed {args.seed}, text guidance {args.text_guidance}, "
-                              f"image guidance {args.image_guidance}, reached threshold {args.reached_threshold}")
+                              f"image guidance {args.image_guidance}, reached threshold {args.reached_threshold}, "
+                              f"{args.progress_scorer} progress scorer")
         first = min(ep.start_ns for ep in episodes)
         last = max(ep.end_ns for ep in episodes)
         if args.oracle_goal:
             self.find_oracle_goals(bag, camera_topic, first, last)
             self.info.model = "none: --oracle-goal (each episode's last frame is its goal)"
-            self.info.settings = f"reached threshold {args.reached_threshold}"
+            self.info.settings = f"reached threshold {args.reached_threshold}, {args.progress_scorer} progress scorer"
         else:
             self.load_predictor()
         self._open_csv()
@@ -309,6 +311,10 @@ class BagEvaluation:
     def run(self) -> None:
         args = self.args
         t0 = time.monotonic()
+        if args.recorded_progress is None and args.progress_scorer == "learned":
+            from actedit_ros.progress import load_progress_model
+
+            self.progress_model = load_progress_model(args.progress_model or None)
         try:
             with BagReader(args.bag) as bag:
                 self.info.storage = bag.storage

@@ -109,7 +109,16 @@ class ProgressModel:
         """Progress in [0, 1] for a batch of network inputs (N, 16, 48, 64) and pixel progress values (N,)."""
         images = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
         pixel = torch.as_tensor(np.asarray(pixel_progress, np.float32).reshape(-1))
-        return torch.sigmoid(self.net(images, pixel)).numpy()
+        return self.calibrate(torch.sigmoid(self.net(images, pixel)).numpy())
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The trainer's monotone map of the network's output (``info["calibration"]`` knots; identity without):
+        it places the output that separates done from not-yet-done frames at the default reached threshold."""
+        knots = self.info.get("calibration")
+        if not knots:
+            return raw
+        xs, ys = zip(*knots)
+        return np.interp(raw, xs, ys).astype(np.float32)
 
     def save(self, path: str | Path, **info) -> Path:
         """Writes the weights as safetensors with the settings (and ``info``) as JSON in the file's metadata."""

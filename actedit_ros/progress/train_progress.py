@@ -197,6 +197,30 @@ def _load_optimizer_state(optimizer, tensors: dict) -> None:
     optimizer.load_state_dict(state)
 
 
+def drop_wrong_goals(data: dict) -> dict:
+    """Leaves out the samples of goals none of whose frames go toward them (predicted goals the readout called
+    wrong): the other-action clips already teach "not this goal", and a wrong goal's frames would also teach the
+    network to distrust every blurry goal."""
+    toward = np.zeros(len(data["refs"]), bool)
+    toward[np.unique(data["ref"][data["label"] > 0])] = True
+    keep = toward[data["ref"]]
+    return {**{key: data[key][keep] for key in ("frame", "mask", "pixel", "label", "ref", "record")},
+            "refs": data["refs"]}
+
+
+def fit_calibration(predicted: np.ndarray, labels: np.ndarray, threshold: float = 0.8,
+                    max_false: float = 0.01) -> list[list[float]]:
+    """Knots of a monotone piecewise-linear map of the network's output that puts at ``threshold`` the lowest raw
+    value above which at most ``max_false`` of the not-yet-done frames (progress < 0.8) lie. Monotone, so the
+    order of frames (VOC) is untouched; it sets where ``reached`` fires."""
+    early = np.sort(predicted[labels < 0.8])
+    if not len(early):
+        return [[0.0, 0.0], [1.0, 1.0]]
+    cut = float(early[min(len(early) - 1, int(np.ceil((1 - max_false) * len(early))))])
+    cut = float(np.clip(cut, 0.05, 0.95))
+    return [[0.0, 0.0], [round(cut, 5), threshold], [1.0, 1.0]]
+
+
 def train(data: dict, work_dir: Path, steps: int, batch_size: int, lr: float, width: int, seed: int,
           checkpoint_every: int) -> tuple[ProgressModel, list[dict]]:
     """Trains (resuming from ``work_dir/checkpoint*``) and returns the model and the log of validation rows."""
@@ -249,24 +273,39 @@ def train(data: dict, work_dir: Path, steps: int, batch_size: int, lr: float, wi
             meta_path.write_text(json.dumps({"step": step, "log": log}, indent=1))
     bar.close()
     net.eval()
-    return ProgressModel(net=net, info={"steps": steps, "seed": seed}), log
+    model = ProgressModel(net=net, info={"steps": steps, "seed": seed})
+    if len(val_index):
+        raw, labels = predict_raw(net, data, val_index), data["label"][val_index]
+        model.info["calibration"] = fit_calibration(raw, labels)
+        model.info["validation_calibrated"] = _agreement(model.calibrate(raw), labels)
+    return model, log
 
 
-def validate(net, data: dict, val_index: np.ndarray) -> dict:
-    """Mean absolute error and 'above 0.8' agreement on the held-out records' frames."""
+def predict_raw(net, data: dict, index: np.ndarray) -> np.ndarray:
+    """The network's uncalibrated output for samples ``index``."""
     import torch
 
-    if not len(val_index):
-        return {}
     net.eval()
     predictions = []
     with torch.no_grad():
-        for chunk in np.array_split(val_index, max(1, len(val_index) // 512)):
+        for chunk in np.array_split(index, max(1, len(index) // 512)):
             inputs, pixel, _ = make_batch(data, chunk, None)
             predictions.append(torch.sigmoid(net(inputs, pixel)).numpy())
-    predicted, labels = np.concatenate(predictions), data["label"][val_index]
+    return np.concatenate(predictions)
+
+
+def _agreement(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    done, early = labels >= 0.95, labels < 0.8
     return {"val_mae": round(float(np.abs(predicted - labels).mean()), 4),
-            "val_above_agree": round(float(((predicted >= 0.8) == (labels >= 0.8)).mean()), 4)}
+            "val_done_above_0.8": round(float((predicted[done] >= 0.8).mean()), 4) if done.any() else None,
+            "val_early_above_0.8": round(float((predicted[early] >= 0.8).mean()), 4) if early.any() else None}
+
+
+def validate(net, data: dict, val_index: np.ndarray) -> dict:
+    """Mean absolute error and how often done / not-yet-done frames of held-out records score above 0.8."""
+    if not len(val_index):
+        return {}
+    return _agreement(predict_raw(net, data, val_index), data["label"][val_index])
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -287,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="editor whose predicted goals to train against: a model folder, empty for the embedded "
                              "default, or 'none' for true/degraded end frames only (default: embedded default)")
     parser.add_argument("--editor-steps", type=int, default=10, help="diffusion steps per predicted goal (default: 10)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: %(default)s)")
+    parser.add_argument("--wrong-goals", choices=("drop", "negative"), default="drop",
+                        help="predicted goals the world's readout calls wrong: left out (default) or trained as "
+                             "negatives (their frames at progress 0)")
+    parser.add_argument("--steps", type=int, default=2500, help="optimisation steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
     parser.add_argument("--width", type=int, default=32, help="channels of the first convolution (default: 32)")
@@ -312,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             records = records[:args.max_records]
         args.work_dir.mkdir(parents=True, exist_ok=True)
         data = build_features(records, args.work_dir, args.editor, args.editor_steps)
+        if args.wrong_goals == "drop":
+            data = drop_wrong_goals(data)
         print(f"{len(data['label'])} training frames from {len(records)} records "
               f"({float((data['label'] == 0).mean()):.0%} at progress 0)")
         model, log = train(data, args.work_dir, args.steps, args.batch_size, args.lr, args.width, args.seed,

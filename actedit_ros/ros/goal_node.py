@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
@@ -54,7 +55,7 @@ from actedit_ros.editing import GoalPredictor, default_model_is_placeholder
 from actedit_ros.editing.pipeline import validate_instruction
 from actedit_ros.image_conversion import ImageConversionError, limit_image_side
 from actedit_ros.msg import GoalImage, Progress
-from actedit_ros.progress import ProgressScorer, check_rgb
+from actedit_ros.progress import ProgressScorer, check_rgb, load_progress_model, make_scorer
 from actedit_ros.ros.conversions import (
     compressed_msg_to_rgb,
     image_msg_is_empty,
@@ -103,6 +104,7 @@ class GoalNode(Node):
         for parameter in NODE_PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
         self._check_choices()
+        self.add_on_set_parameters_callback(self._refuse_bad_choices)
 
         torch.set_num_threads(self.param("torch_threads") or max(1, (os.cpu_count() or 2) - 1))
         model_path = self.param("model_path")
@@ -121,6 +123,8 @@ class GoalNode(Node):
                 "(goal images will look like noise). Set model_path to a trained model.")
         self.get_logger().info(f"model {predictor.components.model_path} on {predictor.device} "
                                f"(working resolution {predictor.resolution})")
+        # Loaded even while progress_scorer is "pixel", so switching it at run time needs no load.
+        self.progress_model = load_progress_model(self.param("progress_model_path") or None)
 
         self._state_lock = threading.Lock()  # guards _latest_frame and _goal
         self._predict_lock = threading.Lock()  # held while a prediction runs
@@ -207,6 +211,15 @@ class GoalNode(Node):
             if parameter.choices and self.param(parameter.name) not in parameter.choices:
                 raise ValueError(f"parameter {parameter.name}={self.param(parameter.name)!r} is not one of "
                                  f"{', '.join(parameter.choices)}")
+
+    def _refuse_bad_choices(self, parameters) -> SetParametersResult:
+        """Run-time ``ros2 param set`` of a parameter with fixed choices (e.g. progress_scorer) to another value."""
+        choices = {p.name: p.choices for p in NODE_PARAMETERS if p.choices}
+        for parameter in parameters:
+            if parameter.name in choices and parameter.value not in choices[parameter.name]:
+                return SetParametersResult(successful=False, reason=f"{parameter.name} must be one of "
+                                                                    f"{', '.join(choices[parameter.name])}")
+        return SetParametersResult(successful=True)
 
     @property
     def current_goal_id(self) -> str:
@@ -433,7 +446,8 @@ class GoalNode(Node):
                 return self._fail(response, f"bad request: {err}")
             goal_rgb = prediction.images[0]
             try:
-                scorer = ProgressScorer(start_rgb, goal_rgb, reached_threshold=self.param("reached_threshold"))
+                scorer = make_scorer(self.param("progress_scorer"), start_rgb, goal_rgb, self.progress_model,
+                                     reached_threshold=self.param("reached_threshold"))
             except ValueError as err:  # e.g. the model predicted no change at all
                 response.goal_image = rgb_to_image_msg(goal_rgb, start_header)
                 response.prediction_time = float(prediction.seconds)

@@ -63,6 +63,13 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("qos_reliability", "best_effort", "Camera subscription reliability: best_effort (sensor-data "
                   "QoS, matches every publisher) or reliable. Depth is always 1 (latest frame only).",
                   read_only=True, choices=("best_effort", "reliable")),
+    NodeParameter("progress_scorer", "learned", "How live frames are scored for progress toward the goal: learned "
+                  "(a small network trained to read progress toward predicted, imperfect goals) or pixel (the "
+                  "hand-made pixel-wise scorer, which needs a goal that matches the finished scene closely). "
+                  "Applies to new goals.", choices=("learned", "pixel")),
+    NodeParameter("progress_model_path", "", "Learned progress model (.safetensors written by "
+                  "actedit-train-progress, or its folder). Empty: the one that ships with the package.",
+                  read_only=True),
     NodeParameter("reached_threshold", 0.8, "Progress above which a goal counts as reached (for goals predicted "
                   "after a change).", float_range=(0.0, 1.0)),
     NodeParameter("stale_timeout", 1.0, "Seconds without a camera frame after which progress is republished "
