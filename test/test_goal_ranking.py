@@ -93,3 +93,14 @@ def test_actedit_eval_best_of_n_writes_its_table(tmp_path):
     top = [r for r in records if r.get("best_of") == 3]
     assert len(top) == 2 and all(r["any_correct"] >= r["correct"] for r in top)
     assert main(["--best-of", "0", "--episodes", "1", "--out", str(out)]) == 2
+
+
+def test_world_rank_negatives_are_the_empty_instruction_and_other_actions():
+    from actedit_ros.world.best_of_n import rank_negatives
+
+    episode = generate_episode(8, "fixed", "test", size=SIZE, num_frames=2)
+    assert rank_negatives(episode, "empty") == ("",)
+    negatives = rank_negatives(episode, "world")
+    assert negatives[0] == "" and 2 <= len(negatives) <= 5 and len(set(negatives)) == len(negatives)
+    with pytest.raises(ValueError, match="rank-negatives"):
+        rank_negatives(episode, "planner")

@@ -11,6 +11,24 @@ from collections import defaultdict
 
 import numpy as np
 
+RANK_NEGATIVES = ("empty", "world")
+
+
+def rank_negatives(episode, kind: str, count: int = 4) -> tuple[str, ...]:
+    """Negative instructions for ranking: the empty one, plus (``world``) the template instructions of up to
+    ``count`` other actions the episode's scene allows, as a planner that knows its alternatives could pass."""
+    if kind == "empty":
+        return ("",)
+    if kind != "world":
+        raise ValueError(f"--rank-negatives must be one of {RANK_NEGATIVES}, got {kind!r}")
+    from .episode import make_instruction, possible_actions
+
+    start = episode.start_state.copy()
+    own = (episode.action, episode.target, episode.reference)
+    others = [a for a in possible_actions(start) if a != own][:count]
+    rng = np.random.default_rng(0)
+    return ("",) + tuple(dict.fromkeys(make_instruction(rng, start, *a, "template") for a in others))
+
 
 def model_label(name: str, n: int, best_of: tuple[int, ...]) -> str:
     """Record name of ``name`` at N = ``n``: the plain name when only one N is evaluated."""

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .best_of_n import best_of_n_table, model_label
+from .best_of_n import RANK_NEGATIVES, best_of_n_table, model_label, rank_negatives
 from .episode import ACTION_TYPES, PHRASING_KINDS, REGIMES, generate_episode
 from .readout import EndStateReadout
 
@@ -47,11 +47,12 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[int, int], steps: int,
                     text_guidance: float, image_guidance: float, seed: int, device: str,
                     sheet_path: Path | None = None, scheduler: str = "auto",
-                    best_of: tuple[int, ...] = (1,)) -> list[dict]:
+                    best_of: tuple[int, ...] = (1,), negatives: str = "empty") -> list[dict]:
     """One record per (episode, model, N in ``best_of``) with the metrics; the copy baseline is the model named COPY.
 
     For N > 1 the model samples N candidates and the record is about the one it ranks first; the record's
     ``any_correct`` says whether any candidate showed the true end state (what a perfect ranking would reach).
+    ``negatives`` picks the ranking's negative instructions (:func:`.best_of_n.rank_negatives`).
     """
     from actedit_ros.editing import GoalPredictor
 
@@ -69,7 +70,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
         for name, predictor in predictors.items():
             for n in best_of:
                 pred = predictor.predict(start, ep.instruction, steps=steps, text_guidance=text_guidance,
-                                         image_guidance=image_guidance, seed=seed, num_candidates=n)
+                                         image_guidance=image_guidance, seed=seed, num_candidates=n,
+                                         negative_instructions=rank_negatives(ep, negatives))
                 extra = {}
                 if len(best_of) > 1:
                     extra = {"best_of": n, "any_correct": any(readout.read(im).correct for im in pred.images)}
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sampler; auto = euler_ancestral, or ddim for x0-prediction models")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--rank-negatives", choices=RANK_NEGATIVES, default="empty",
+                        help="negative instructions of the best-of-N ranking: the empty instruction, or it plus the "
+                             "template instructions of up to 4 other actions the scene allows (a planner's options)")
     parser.add_argument("--best-of", type=int, nargs="+", default=[1], metavar="N",
                         help="candidates per prediction; with several values (e.g. 1 4 8) every model predicts once "
                              "per N and is scored on the candidate it ranks first (the editor as a classifier), "
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
-                                  args.scheduler, best_of)
+                                  args.scheduler, best_of, args.rank_negatives)
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
