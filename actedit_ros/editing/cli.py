@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-guidance", type=float, default=1.5,
                         help="image guidance scale: higher stays closer to the start image (default: 1.5)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed; same seed, same image on one device (default: 0)")
-    parser.add_argument("--candidates", type=int, default=1, help="number of goal candidates, sampled in one batch")
+    parser.add_argument("--candidates", type=int, default=1,
+                        help="number of goal candidates, sampled in one batch and written best first as ranked by "
+                             "the editor (OUTPUT_0 is the best)")
     return parser
 
 
@@ -56,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}") for i in range(len(result.images))]
     for path, goal in zip(paths, result.images):
         cv2.imwrite(str(path), cv2.cvtColor(goal, cv2.COLOR_RGB2BGR))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for note in result.notes:
         print(f"note: {note}")
+    if result.scores:
+        print("scores (best first): " + ", ".join(f"{path.name} {score:.4g}" for path, score in zip(paths, result.scores)))
     print(f"wrote {', '.join(map(str, paths))} in {result.seconds:.2f} s ({args.steps} steps, seed {args.seed})")
     return 0
 

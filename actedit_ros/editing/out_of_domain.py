@@ -41,7 +41,8 @@ class DomainCheck:
         return (f"OUT OF DOMAIN: the start frame is unlike this model's training data (its autoencoder reconstructs "
                 f"it at {self.psnr_db:.1f} dB, below the {self.min_psnr_db:.1f} dB of {self.threshold_file}), so this "
                 f"goal is unreliable; for real scenes load a real InstructPix2Pix/EditAction checkpoint "
-                f"(model_path:=/path/to/model, e.g. the diffusers-format instruct-pix2pix weights)")
+                f"(diffusers format, e.g. the instruct-pix2pix weights: the node's model_path parameter, "
+                f"actedit-predict --model)")
 
 
 def load_threshold(model_dir: str | Path) -> tuple[float, Path] | None:
