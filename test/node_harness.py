@@ -129,6 +129,9 @@ def ros(model_dir):
         Parameter("compressed_image_topic", value="~/image/compressed"),
         Parameter("stale_timeout", value=0.5),
         Parameter("max_image_side", value=256),
+        # Random frames and a random model's goals: the pixel scorer's exact 0 at the start frame is what these tests
+        # read; the learned scorer (the default) is tested on world episodes in test_node_progress.py.
+        Parameter("progress_scorer", value="pixel"),
     ])
     planner = Planner(context)
     executor, thread = spin_in_background(node, num_threads=4)

@@ -244,13 +244,18 @@ def test_eval_recorded_progress_of_the_node(tmp_path):
 
 
 def test_eval_oracle_goal_needs_no_model(tmp_path):
-    """--oracle-goal: the episode's last frame is the goal, so the last frame scores raw progress 1."""
+    """--oracle-goal: the episode's last frame is the goal, so the last frame scores raw progress near 1 (exactly 1
+    with the pixel scorer)."""
     written = write_world_bag(tmp_path / "bag", seeds=(6,), regime="fixed", size=SIZE, num_frames=FRAMES,
                               storage="sqlite3")
     out = tmp_path / "out"
     assert main([str(tmp_path / "bag"), "-o", str(out), "--oracle-goal", "--model", str(tmp_path / "not_there")]) == 0
     rows = read_csv(out / "progress.csv")
     assert len(rows) == FRAMES
+    assert float(rows[-1]["raw_progress"]) > 0.9
+    assert float(rows[0]["raw_progress"]) < 0.1
+    assert main([str(tmp_path / "bag"), "-o", str(out / "pixel"), "--oracle-goal", "--progress-scorer", "pixel"]) == 0
+    rows = read_csv(out / "pixel" / "progress.csv")
     assert float(rows[-1]["raw_progress"]) == pytest.approx(1.0, abs=1e-3)
     assert float(rows[0]["raw_progress"]) == pytest.approx(0.0, abs=1e-3)
     last = generate_episode(seed=6, regime="fixed", split="test", size=SIZE, num_frames=FRAMES).frames[-1]

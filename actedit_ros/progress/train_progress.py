@@ -59,21 +59,29 @@ def _world_readout(record, size: tuple[int, int]):
 
 
 # ------------------------------------------------------------------------------------------------ stage 1: goals
-def record_goals(record, index: int, start: np.ndarray, end: np.ndarray, predictor, goal_dir: Path,
-                 steps: int) -> list[tuple[str, np.ndarray, bool]]:
-    """(kind, goal image, frames go toward it) for one record."""
-    goals = [("end", end, True)] if index % 2 == 0 else [("degraded", degrade_goal(end, index), True)]
-    if predictor is None:
-        return goals
+def predicted_goal(record, index: int, start: np.ndarray, predictor, goal_dir: Path, steps: int,
+                   text_guidance: float = 7.5) -> tuple[str, np.ndarray, bool]:
+    """("predicted", the editor's goal for the record (cached as PNG), whether the world's readout calls it right;
+    True without world ground truth)."""
     cached = goal_dir / f"{record.id}.png"
     if cached.exists():
         predicted = read_rgb(cached)
     else:
-        predicted = predictor.predict(start, record.instruction, steps=steps, seed=index).image
+        predicted = predictor.predict(start, record.instruction, steps=steps, seed=index,
+                                      text_guidance=text_guidance).image
         cv2.imwrite(str(cached), cv2.cvtColor(predicted, cv2.COLOR_RGB2BGR))
     readout = _world_readout(record, (start.shape[1], start.shape[0]))
-    right = readout is None or readout.read(predicted).correct
-    return goals + [("predicted", predicted, right)]
+    return "predicted", predicted, readout is None or readout.read(predicted).correct
+
+
+def record_goals(record, index: int, start: np.ndarray, end: np.ndarray, predictor, goal_dir: Path,
+                 steps: int) -> list[tuple[str, np.ndarray, bool]]:
+    """(kind, goal image, frames go toward it) for one record: its true or degraded end frame, and the editor's
+    prediction when there is an editor."""
+    goals = [("end", end, True)] if index % 2 == 0 else [("degraded", degrade_goal(end, index), True)]
+    if predictor is None:
+        return goals
+    return goals + [predicted_goal(record, index, start, predictor, goal_dir, steps)]
 
 
 # ------------------------------------------------------------------------------------------------ stage 2: features
@@ -112,8 +120,24 @@ def record_features(record, goals: list[tuple[str, np.ndarray, bool]], start: np
     return arrays
 
 
-def build_features(records: list, work_dir: Path, editor: str, steps: int) -> dict[str, np.ndarray]:
-    """Stages 1 and 2 over all records (cached per record), concatenated."""
+def _cached_features(record, feature_dir: Path, make_goals) -> dict | None:
+    """One record's features from ``feature_dir`` (made with ``make_goals(start, end)`` and cached if missing)."""
+    cached = feature_dir / f"{record.id}.npz"
+    if not cached.exists():
+        start, end = read_rgb(record.start), read_rgb(record.end)
+        arrays = record_features(record, make_goals(start, end), start)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, **(arrays or {"empty": np.zeros(0)}))
+        tmp.replace(cached)
+    with np.load(cached, allow_pickle=False) as data:
+        return None if "empty" in data else {key: data[key] for key in data.files}
+
+
+def build_features(records: list, work_dir: Path, editor: str, steps: int, weak_guidance: float = 0.0,
+                   weak_records: int = 0) -> dict[str, np.ndarray]:
+    """Stages 1 and 2 over all records (cached per record), concatenated. With ``weak_guidance`` > 0 the first
+    ``weak_records`` records (0: all) also get a goal predicted at that lower text guidance: a weaker, vaguer edit,
+    like those the editor makes for wordings it understands less well (cached apart, in ``*_g<guidance>``)."""
     from tqdm import tqdm
 
     predictor = None
@@ -121,29 +145,28 @@ def build_features(records: list, work_dir: Path, editor: str, steps: int) -> di
         from actedit_ros.editing import GoalPredictor
 
         predictor = GoalPredictor.from_pretrained(editor or None, device="cpu")
-    goal_dir, feature_dir = work_dir / "goals", work_dir / "features"
-    goal_dir.mkdir(parents=True, exist_ok=True)
-    feature_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
+    weak = f"_g{weak_guidance:g}"
+    dirs = [work_dir / name for name in ("goals", "features", "goals" + weak, "features" + weak)]
+    for folder in dirs[:4 if weak_guidance > 0 else 2]:
+        folder.mkdir(parents=True, exist_ok=True)
+    parts, owners = [], []  # feature sets and the index of the record each came from
     for index, record in enumerate(tqdm(records, desc="goals and features", unit="record")):
-        cached = feature_dir / f"{record.id}.npz"
-        if not cached.exists():
-            start, end = read_rgb(record.start), read_rgb(record.end)
-            goals = record_goals(record, index, start, end, predictor, goal_dir, steps)
-            arrays = record_features(record, goals, start)
-            tmp = cached.with_suffix(".tmp.npz")
-            np.savez(tmp, **(arrays or {"empty": np.zeros(0)}))
-            tmp.replace(cached)
-        with np.load(cached, allow_pickle=False) as data:
-            if "empty" not in data:
-                parts.append({key: data[key] for key in data.files})
+        parts.append(_cached_features(record, dirs[1], lambda start, end: record_goals(
+            record, index, start, end, predictor, dirs[0], steps)))
+        owners.append(index)
+        if predictor is not None and weak_guidance > 0 and (not weak_records or index < weak_records):
+            parts.append(_cached_features(record, dirs[3], lambda start, end: [predicted_goal(
+                record, index, start, predictor, dirs[2], steps, text_guidance=weak_guidance)]))
+            owners.append(index)
+    owners = [owner for owner, part in zip(owners, parts) if part is not None]
+    parts = [part for part in parts if part is not None]
     if not parts:
         raise ValueError("no record gave a usable training frame (all goals identical to their starts?)")
     merged = {key: np.concatenate([p[key] for p in parts]) for key in ("frame", "mask", "pixel", "label")}
     offsets = np.cumsum([0] + [len(p["refs"]) for p in parts[:-1]])
     merged["ref"] = np.concatenate([p["ref"] + o for p, o in zip(parts, offsets)])
     merged["refs"] = np.concatenate([p["refs"] for p in parts])
-    merged["record"] = np.concatenate([np.full(len(p["label"]), i) for i, p in enumerate(parts)])
+    merged["record"] = np.concatenate([np.full(len(p["label"]), owner) for owner, p in zip(owners, parts)])
     return merged
 
 
@@ -326,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="editor whose predicted goals to train against: a model folder, empty for the embedded "
                              "default, or 'none' for true/degraded end frames only (default: embedded default)")
     parser.add_argument("--editor-steps", type=int, default=10, help="diffusion steps per predicted goal (default: 10)")
+    parser.add_argument("--weak-goal-guidance", type=float, default=3.0,
+                        help="also train against goals predicted at this lower text guidance (weaker, vaguer edits, "
+                             "like those of wordings the editor knows less well); 0: off (default: %(default)s)")
+    parser.add_argument("--weak-goal-records", type=int, default=0,
+                        help="only the first N records get a weak goal (0: all; default: %(default)s)")
     parser.add_argument("--wrong-goals", choices=("drop", "negative"), default="drop",
                         help="predicted goals the world's readout calls wrong: left out (default) or trained as "
                              "negatives (their frames at progress 0)")
@@ -353,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_records:
             records = records[:args.max_records]
         args.work_dir.mkdir(parents=True, exist_ok=True)
-        data = build_features(records, args.work_dir, args.editor, args.editor_steps)
+        data = build_features(records, args.work_dir, args.editor, args.editor_steps, args.weak_goal_guidance,
+                              args.weak_goal_records)
         if args.wrong_goals == "drop":
             data = drop_wrong_goals(data)
         print(f"{len(data['label'])} training frames from {len(records)} records "
