@@ -19,7 +19,7 @@ train-default: setup  ## reproduce the embedded default model (hours on CPU; res
 	@$(ENV) python -m actedit_ros.world.train_default $(ARGS)
 
 train-progress: setup  ## reproduce the shipped learned progress model (world frames + the default editor's goals; resumes)
-	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 2400 --test 0 \
+	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 1630 --test 0 \
 		--size 160 120 --frames 12 --negatives
 	@$(ENV) nice -n 10 python -m actedit_ros.progress.train_progress --data work_dirs/progress/world160 \
 		--work-dir work_dirs/progress/run --export actedit_ros/models/progress/progress_model.safetensors $(ARGS)

@@ -19,8 +19,8 @@ def run_demo(*args, timeout=300):
                           text=True, timeout=timeout)
 
 
-def test_demo_writes_the_run_folder(tmp_path):
-    result = run_demo("--frames", "8", "--rate", "20", "--steps", "2", "--out", str(tmp_path))
+def test_demo_writes_the_run_folder_and_reaches_its_own_goal(tmp_path):
+    result = run_demo("--frames", "16", "--rate", "20", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     run_dir = Path(re.search(r"run folder: (.+)", out).group(1).strip())
@@ -35,6 +35,9 @@ def test_demo_writes_the_run_folder(tmp_path):
     assert live and any(r["stale"] == "True" for r in rows)  # the camera stops at the end: flagged stale
     assert all(0.0 <= float(r["progress"]) <= 1.0 for r in rows)
     assert "planner: OK" in out and "progress" in out
+    # the goal the node predicted (embedded default editor) is reached once the replayed action is done
+    assert "scorer: learned progress scorer" in out and "reached: True" in out
+    assert live[-1]["reached"] == "True" and not any(r["reached"] == "True" for r in live[:len(live) // 2])
     # until a trained default model ships, the demo says plainly that the goal comes from a random model
     assert ("RANDOMLY INITIALISED" in out) == default_model_is_placeholder()
 

@@ -137,3 +137,18 @@ def test_trainer_names_the_flag_for_a_dataset_without_frames(tmp_path, capsys):
     assert train_main(["--data", str(tmp_path / "d"), "--work-dir", str(tmp_path / "w"), "--export",
                        str(tmp_path / "o"), "--editor", "none"]) == 2
     assert "--keep-frames" in capsys.readouterr().err
+
+
+def test_calibration_is_monotone_and_bounds_early_frames_above_the_threshold():
+    from actedit_ros.progress.train_progress import fit_calibration
+
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([np.zeros(900), np.ones(100)])
+    raw = np.clip(np.concatenate([rng.normal(0.3, 0.2, 900), rng.normal(0.9, 0.05, 100)]), 0, 1)
+    knots = fit_calibration(raw, labels, max_false=0.01)
+    model = ProgressModel(ProgressNet(width=4), info={"calibration": knots})
+    calibrated = model.calibrate(raw)
+    assert (calibrated[labels == 0] >= 0.8).mean() <= 0.011
+    order = np.argsort(raw)
+    assert np.all(np.diff(calibrated[order]) >= 0)  # the order of frames (VOC) is untouched
+    assert np.array_equal(ProgressModel(ProgressNet(width=4), info={}).calibrate(raw), raw)  # no knots: identity
