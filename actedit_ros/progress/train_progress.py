@@ -395,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({float((data['label'] == 0).mean()):.0%} at progress 0)")
         model, log = train(data, args.work_dir, args.steps, args.batch_size, args.lr, args.width, args.seed,
                            args.checkpoint_every, args.calibrate_max_false)
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         path = model.save(args.export, trained_on=str(args.data), editor=args.editor or "embedded default",
-                          records=len(records), input_size=list(INPUT_SIZE), validation=log[-1] if log else {})
+                          records=len(records), input_size=list(INPUT_SIZE), validation=log[-1] if log else {},
+                          settings=settings)
     except (ValueError, OSError) as error:  # DatasetError is a ValueError
         print(f"actedit-train-progress: error: {error}", file=sys.stderr)
         return 2
