@@ -8,6 +8,10 @@ with the goals an editor actually predicts, with true end frames and degraded on
 actions from the same start as negatives (progress 0). It therefore knows what a true completion looks like against
 such a goal, instead of assuming that 1.0 means pixel identity (the calibration a planner needs for ``reached``).
 
+A monotone map fitted by the trainer on held-out records (``info["calibration"]``) then puts the output above which
+only a small share of not-yet-done frames lie at 0.8, the default reached threshold; it leaves the order of frames
+alone.
+
 Inputs of the network, at ``INPUT_SIZE`` (64x48), each scaled to [-1, 1]: start, frame, goal, frame - start,
 goal - frame, and the validity mask of the registered frame (16 channels); plus the pixel scorer's own progress of
 the frame as one extra number, so a sharp goal is scored at least as well as the pixel scorer does.

@@ -18,7 +18,9 @@ Stages, each resumable from ``--work-dir``:
 3. train: binary cross-entropy of the network's progress against the frames' progress, with the goal augmented
    independently of the frames (colour gain/offset and blur, as GHIL-Glue does for generated goals); AdamW;
    checkpoints (safetensors, optimizer state included) every ``--checkpoint-every`` steps.
-4. export: the network as one safetensors file (``--export``), loadable by ``load_progress_model``.
+4. calibrate and export: a monotone map of the output, fitted on held-out records, puts the value above which
+   ``--calibrate-max-false`` of their not-yet-done frames lie at 0.8 (the reached threshold); the network and the
+   map go into one safetensors file (``--export``), loadable by ``load_progress_model``.
 
     actedit-train-progress --data work_dirs/progress/world160 --work-dir work_dirs/progress/run \\
         --export actedit_ros/models/progress/progress_model.safetensors
@@ -245,7 +247,7 @@ def fit_calibration(predicted: np.ndarray, labels: np.ndarray, threshold: float 
 
 
 def train(data: dict, work_dir: Path, steps: int, batch_size: int, lr: float, width: int, seed: int,
-          checkpoint_every: int, calibrate_max_false: float = 0.0) -> tuple[ProgressModel, list[dict]]:
+          checkpoint_every: int, calibrate_max_false: float = 0.05) -> tuple[ProgressModel, list[dict]]:
     """Trains (resuming from ``work_dir/checkpoint*``) and returns the model and the log of validation rows."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -358,10 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wrong-goals", choices=("drop", "negative"), default="drop",
                         help="predicted goals the world's readout calls wrong: left out (default) or trained as "
                              "negatives (their frames at progress 0)")
-    parser.add_argument("--calibrate-max-false", type=float, default=0.0,
-                        help="if > 0, remap the output so that at most this share of the held-out not-yet-done "
-                             "frames score above 0.8 (default: 0, off: at 0.01 it cost 9-14 points of 'reached' "
-                             "on right goals and removed no false 'reached', see README)")
+    parser.add_argument("--calibrate-max-false", type=float, default=0.05,
+                        help="remap the output (monotone) so that this share of the held-out not-yet-done frames "
+                             "score above 0.8, the reached threshold; the streaming filter's smoothing and "
+                             "confirmation take the rest (default: %(default)s; 0: off; see README)")
     parser.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128, help="samples per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
