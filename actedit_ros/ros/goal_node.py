@@ -16,6 +16,8 @@ Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node``
   ``compressed_image_topic`` (sensor_msgs/CompressedImage); depth 1, reliability from ``qos_reliability``.
   Frames larger than ``max_image_side`` are downscaled (area interpolation) before use. With ``reliable``, a
   best-effort publisher on a camera topic (it can never be heard) is named in a warning.
+* ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, 1 Hz): model, camera and scoring rates, frame age, the last
+  prediction and error, for rqt_robot_monitor (:mod:`actedit_ros.ros.diagnostics`).
 
 Concurrency: camera callbacks and the stale timer share one mutually exclusive callback group; the services run in
 a reentrant group, so under a MultiThreadedExecutor (what :func:`main` uses) a prediction never stalls the camera or
@@ -36,7 +38,6 @@ import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -55,7 +56,8 @@ from actedit_ros.editing import GoalPredictor, default_model_is_placeholder
 from actedit_ros.editing.pipeline import validate_instruction
 from actedit_ros.image_conversion import ImageConversionError, limit_image_side
 from actedit_ros.msg import GoalImage, Progress
-from actedit_ros.progress import ProgressScorer, check_rgb, load_progress_model, make_scorer
+from actedit_ros.progress import check_rgb, load_progress_model, make_scorer
+from actedit_ros.ros.camera_check import CameraPublisherCheck
 from actedit_ros.ros.conversions import (
     compressed_msg_to_rgb,
     image_msg_is_empty,
@@ -63,37 +65,20 @@ from actedit_ros.ros.conversions import (
     rgb_to_image_msg,
     stamp_to_seconds,
 )
+from actedit_ros.ros.diagnostics import NodeDiagnostics, NodeStats
+from actedit_ros.ros.node_state import ActiveGoal, CameraFrame
 from actedit_ros.ros.parameters import NODE_PARAMETERS, NodeParameter  # noqa: F401 - NodeParameter re-exported
 from actedit_ros.ros.prediction_worker import PredictionCancelled, PredictionWorker
 from actedit_ros.srv import PredictGoal
 
 NODE_NAME = "goal_node"
 BUSY_PREFIX = "busy:"
-CAMERA_PUBLISHER_CHECK_PERIOD = 2.0  # seconds between looks for camera publishers this node cannot hear (reliable QoS)
 SHUTDOWN_POLL = 0.1  # seconds between a waiting predict_goal call's looks for begin_shutdown
 PREDICTION_STOP_WAIT = 30.0  # seconds destroy_node waits, after begin_shutdown, for a cancelled prediction to end
 
 
 class _Refusal(Exception):
     """A request the node refuses before predicting; the message says why (it becomes the response's message)."""
-
-
-@dataclass
-class CameraFrame:
-    rgb: np.ndarray
-    header: Header
-    received: float  # time.monotonic() at arrival
-
-
-@dataclass
-class ActiveGoal:
-    goal_id: str
-    instruction: str
-    start_rgb: np.ndarray
-    goal_rgb: np.ndarray
-    scorer: ProgressScorer
-    last_progress: Progress | None = None
-    last_stale_publish: float = field(default=0.0)
 
 
 class GoalNode(Node):
@@ -138,6 +123,7 @@ class GoalNode(Node):
         self._goal_count = 0
         self._stopping: str | None = None  # why the node is shutting down (begin_shutdown); None while serving
         self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
+        self.stats = NodeStats()  # counters read by /diagnostics (actedit_ros.ros.diagnostics)
         # One prediction at a time, on its own low-priority thread (on Linux, threads it starts inherit the priority).
         self._prediction_thread = PredictionWorker(f"{node_name}-prediction")
         # Once the node begins shutting down, a running prediction stops at its next UNet/VAE call (begin_shutdown).
@@ -169,7 +155,7 @@ class GoalNode(Node):
         # then wakes at once on every wait without finding work, a busy loop that holds the GIL and starves the very
         # callback it waits for (measured at 640x480: thousands of empty waits per second, most frames dropped for
         # the rest of the run; bench/NOTES.md, ros2/rmw_fastrtps#833). The warning is replaced by
-        # _check_camera_publishers below.
+        # CameraPublisherCheck below.
         no_events = SubscriptionEventCallbacks(use_default_callbacks=False)
         self.image_sub = self.create_subscription(Image, self.param("image_topic"), self._on_image, camera_qos,
                                                   callback_group=self._camera_group, event_callbacks=no_events)
@@ -179,10 +165,9 @@ class GoalNode(Node):
                 CompressedImage, self.param("compressed_image_topic"), self._on_compressed_image, camera_qos,
                 callback_group=self._camera_group, event_callbacks=no_events)
         self.stale_timer = self.create_timer(0.05, self._check_stale, callback_group=self._camera_group)
-        self._warned_publishers: set[tuple[str, bytes]] = set()
         if reliability == ReliabilityPolicy.RELIABLE:  # a best-effort subscription matches every publisher
-            self.publisher_check_timer = self.create_timer(CAMERA_PUBLISHER_CHECK_PERIOD, self._check_camera_publishers,
-                                                           callback_group=self._service_group)
+            self.publisher_check = CameraPublisherCheck(self, [self.image_sub, self.compressed_sub],
+                                                        self._service_group)
 
         self.predict_srv = self.create_service(PredictGoal, "~/predict_goal", self._on_predict_goal,
                                                callback_group=self._service_group)
@@ -191,6 +176,7 @@ class GoalNode(Node):
         topics = [self.image_sub.topic_name] + ([self.compressed_sub.topic_name] if self.compressed_sub else [])
         self.get_logger().info(f"ready: camera {', '.join(topics)} ({self.param('qos_reliability')}), "
                                f"service {self.resolve_service_name(self.predict_srv.srv_name)}")
+        self.diagnostics = NodeDiagnostics(self)  # /diagnostics, 1 Hz, own callback group
 
     def destroy_node(self) -> None:
         prediction_thread = getattr(self, "_prediction_thread", None)  # absent when __init__ failed early
@@ -252,6 +238,7 @@ class GoalNode(Node):
                                       f"dropped since start)", throttle_duration_sec=2.0)
             return
         frame = CameraFrame(rgb=rgb, header=header, received=time.monotonic())
+        self.stats.frames_received += 1
         with self._state_lock:
             self._latest_frame = frame
             goal = self._goal
@@ -268,23 +255,8 @@ class GoalNode(Node):
                        similarity=float(result.similarity), reached=bool(result.reached),
                        registered=bool(result.registered), stale=False, frame_age=self._frame_age(frame.header))
         goal.last_progress = msg
+        self.stats.frames_scored += 1
         self.progress_pub.publish(msg)
-
-    def _check_camera_publishers(self) -> None:
-        """Warn once per publisher whose frames can never arrive: a best-effort camera publisher while this node's
-        camera subscription is reliable (the only incompatibility its QoS allows)."""
-        for subscription in (self.image_sub, self.compressed_sub):
-            if subscription is None:
-                continue
-            for info in self.get_publishers_info_by_topic(subscription.topic_name):
-                key = (subscription.topic_name, bytes(info.endpoint_gid))
-                if info.qos_profile.reliability != ReliabilityPolicy.BEST_EFFORT or key in self._warned_publishers:
-                    continue
-                self._warned_publishers.add(key)
-                publisher = f"{info.node_namespace.rstrip('/')}/{info.node_name}"
-                self.get_logger().warning(
-                    f"camera publisher {publisher} on {subscription.topic_name} is best effort, but this node's "
-                    "qos_reliability is reliable: none of its frames will arrive. Set qos_reliability to best_effort.")
 
     def _check_stale(self) -> None:
         timeout = self.param("stale_timeout")
@@ -335,12 +307,14 @@ class GoalNode(Node):
             self.get_logger().error(f"predict_goal failed: {type(err).__name__}: {err}")
             response.success = False
             response.message = f"prediction failed ({type(err).__name__}): {err}"
+            self.stats.record_error(response.message, internal=True)
             response.goal_id = ""
             return response
 
     def _fail(self, response: PredictGoal.Response, message: str) -> PredictGoal.Response:
         response.success = False
         response.message = message
+        self.stats.record_error(message)
         self.get_logger().warning(f"predict_goal refused: {message[:300]}")
         return response
 
@@ -484,6 +458,7 @@ class GoalNode(Node):
             response.candidate_scores = [float(score) for score in prediction.scores]
         response.prediction_time = float(prediction.seconds)
         notes += prediction.warnings + prediction.notes  # warnings (goal unreliable: out of domain) first
+        self.stats.record_prediction(prediction.seconds, goal_id, prediction.warnings)
         for warning in prediction.warnings:
             self.get_logger().warning(f"goal {goal_id}: {warning}")
         if self.placeholder_model:
