@@ -17,6 +17,7 @@ from node_harness import (  # noqa: F401 - model_dir and ros are fixtures
     WAIT,
     GoalNode,
     assert_good_request_succeeds,
+    deliver_frame,
     ensure_goal,
     frame,
     goal_node_module,
@@ -40,8 +41,7 @@ from actedit_ros.ros.conversions import image_msg_to_rgb, rgb_to_image_msg
 def test_round_trip_from_camera_frame(ros):
     node, planner, _ = ros
     start = frame(1)
-    planner.send_frame(start, 1)
-    wait_for(lambda: node._latest_frame and node._latest_frame.header.stamp.sec == 1, "the frame")
+    deliver_frame(node, planner, start, 1)
     response = planner.call(GOOD_INSTRUCTION, seed=3)
     assert response.success, response.message
     assert response.goal_id.startswith("goal-") and GOOD_INSTRUCTION in response.message
@@ -274,6 +274,5 @@ def test_decoded_frames_equal_what_was_sent(ros):
     """The node's camera path (Image message -> RGB) loses nothing for rgb8 frames."""
     node, planner, _ = ros
     sent = frame(120)
-    planner.send_frame(sent, 120)
-    wait_for(lambda: node._latest_frame and node._latest_frame.header.stamp.sec == 120, "the frame")
+    deliver_frame(node, planner, sent, 120)
     np.testing.assert_array_equal(node._latest_frame.rgb, sent)
