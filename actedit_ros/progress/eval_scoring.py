@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .learned import LearnedProgressScorer, ProgressModel
-from .metrics import PixelMSEProgress, SSIMProgress, value_order_correlation
+from .metrics import PixelMSEProgress, SSIMProgress, false_reached_rate, value_order_correlation
 from .scorer import ProgressScorer, ReachedFilter
 
 METHODS = ("learned", "pixel scorer", "pixel MSE", "SSIM")
@@ -103,7 +103,7 @@ class EpisodeScores:
         for method in self.progress:
             out["methods"][method] = {
                 "voc": value_order_correlation(self.progress[method]),
-                "false_reached": early_reached(self, method).mean() if early_reached(self, method).size else None,
+                "false_reached": false_reached_rate(self.reached[method], self.true_progress, before=EARLY),
                 "reached_at_end": bool(self.reached_after_hold[method]),
                 "negative_reached": self.negative_reached.get(method),
                 "progress_mae": progress_mae(self.progress[method], self.true_progress),
@@ -117,7 +117,8 @@ def progress_mae(predicted: list[float], true_progress: list[float]) -> float:
 
 
 def early_reached(scores: EpisodeScores, method: str) -> np.ndarray:
-    """``reached`` of the frames whose true progress is below ``EARLY``."""
+    """``reached`` of the frames whose true progress is below ``EARLY`` (pooled over episodes by ``summarise``; one
+    episode's rate is ``false_reached_rate``)."""
     return np.asarray(scores.reached[method])[np.asarray(scores.true_progress) < EARLY]
 
 
