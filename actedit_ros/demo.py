@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="instruction the planner sends (default: the episode's own instruction)")
     parser.add_argument("--frames", type=int, default=40, help="frames in the replayed episode (at least 2)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate in Hz")
+    parser.add_argument("--hold", type=float, default=0.5,
+                        help="seconds the camera keeps streaming the finished scene before it stops, as a real "
+                             "camera would (the camera is best effort, so a single last frame may be lost)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps of the goal prediction")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of the goal prediction")
     parser.add_argument("--torch-threads", type=int, default=0,
@@ -71,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--frames must be at least 2, got {args.frames}")
     if not 0.5 <= args.rate <= 120:
         parser.error(f"--rate must be between 0.5 and 120 Hz, got {args.rate}")
+    if args.hold < 0:
+        parser.error(f"--hold must be 0 or more seconds, got {args.hold}")
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     return args
@@ -227,19 +232,21 @@ def run(args) -> Path:
     predict = client.create_client(PredictGoal, "/goal_node/predict_goal")
 
     def camera_loop() -> None:
-        """Stream the start frame until the goal exists, then the action, then go silent."""
+        """Stream the start frame until the goal exists, then the action, hold its last frame, then go silent."""
         period = 1.0 / args.rate
         index = 0
+        last = len(episode.frames) - 1
+        hold_ticks = round(args.hold * args.rate)
         next_tick = time.monotonic()
         while not stop.is_set():
             if goal_ready.is_set():
                 index += 1
-                if index >= len(episode.frames):
+                if index > last + hold_ticks:
                     break
             now = client.get_clock().now()
             header = Header(stamp=now.to_msg(), frame_id="head_camera")
-            stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = index
-            camera.publish(rgb_to_image_msg(episode.frames[index], header))
+            stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = min(index, last)
+            camera.publish(rgb_to_image_msg(episode.frames[min(index, last)], header))
             next_tick += period
             time.sleep(max(0.0, next_tick - time.monotonic()))
         camera_done.set()

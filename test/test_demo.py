@@ -36,7 +36,7 @@ def test_demo_writes_the_run_folder_and_reaches_its_own_goal(tmp_path):
     assert all(0.0 <= float(r["progress"]) <= 1.0 for r in rows)
     assert "planner: OK" in out and "progress" in out
     # the goal the node predicted (embedded default editor) is reached once the replayed action is done
-    assert "scorer: learned progress scorer" in out and "reached: True" in out
+    assert "scorer: learned progress scorer" in out and "reached: True" in out, out
     assert live[-1]["reached"] == "True" and not any(r["reached"] == "True" for r in live[:len(live) // 2])
     # until a trained default model ships, the demo says plainly that the goal comes from a random model
     assert ("RANDOMLY INITIALISED" in out) == default_model_is_placeholder()

@@ -255,18 +255,23 @@ def test_reliable_node_names_a_best_effort_camera_publisher(ros):
     node, planner, predictor = ros
     reliable = GoalNode(predictor=predictor, node_name="reliable_node", context=node.context,
                         parameter_overrides=[Parameter("qos_reliability", value="reliable")])
+    # The camera is its own node in the reliable node's executor: destroying a publisher while another thread's
+    # executor waits on it races inside rclpy (it killed the shared executor once), so nothing here touches the
+    # shared planner node.
+    camera = rclpy.create_node("best_effort_camera", context=node.context)
     executor, thread = spin_in_background(reliable, num_threads=2)
-    publisher = planner.node.create_publisher(Image, "/reliable_node/image",
-                                              QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+    executor.add_node(camera)
+    camera.create_publisher(Image, "/reliable_node/image",
+                            QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     try:
         warning = wait_for(lambda: [m for m in planner.logs if m.name == "reliable_node" and "best effort" in m.msg],
                            "the reliable node's warning on /rosout")[0]
-        assert "/test_planner" in warning.msg and "/reliable_node/image" in warning.msg
+        assert "/best_effort_camera" in warning.msg and "/reliable_node/image" in warning.msg
         assert "qos_reliability" in warning.msg
     finally:
-        planner.node.destroy_publisher(publisher)
         executor.shutdown()
         thread.join(10)
+        camera.destroy_node()
         reliable.destroy_node()
 
 
