@@ -2,7 +2,7 @@
 # Set up everything the demo and the tests need, idempotently:
 #   1. a project venv (.venv) with the pinned Python packages (requirements.txt, requirements-ros.txt);
 #   2. the project itself installed editable (console scripts: actedit-train, actedit-eval-bag, ...);
-#   3. the ROS 2 interfaces (msg/, srv/) built with colcon into install/.
+#   3. the ROS 2 interfaces (msg/, srv/, action/) built with colcon into install/.
 # Each step is skipped when its inputs did not change since the last run (stamps in .venv/ and install/).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +39,7 @@ fi
 # shellcheck source=/dev/null
 . scripts/env.sh
 # The install holds a copy of the Python sources too (so `ros2 run`/`ros2 launch` work from it): rebuild when they change.
-ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv scripts/actedit_goal_node launch/* config/* \
+ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv action/*.action scripts/actedit_goal_node launch/* config/* \
   .venv/.actedit-req $(git ls-files -co --exclude-standard 'actedit_ros/*.py' 2>/dev/null | sort))
 if [ "$(cat install/.actedit-ifc 2>/dev/null)" != "$ifc_hash" ]; then
   echo "[setup] building ROS 2 interfaces with colcon"
