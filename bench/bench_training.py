@@ -42,8 +42,8 @@ def write_model(folder: Path) -> Path:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from actedit_ros.editing.tiny import write_model_index
-    from actedit_ros.world.train_default import (RESOLUTION, SCHEDULER_CONFIG, TEXT_ENCODER_PACKAGE, UNET_CONFIG,
-                                                 VAE_CONFIG)
+    from actedit_ros.world.train_default import RESOLUTION, SCHEDULER_CONFIG, TEXT_ENCODER_PACKAGE, UNET_CONFIG
+    from actedit_ros.world.vae_training import FIXED_VAE_CONFIG as VAE_CONFIG
 
     torch.manual_seed(0)
     AutoencoderKL(**VAE_CONFIG).save_pretrained(folder / "vae", safe_serialization=True)

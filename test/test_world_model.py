@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from actedit_ros.world import generate_episode
-from actedit_ros.world.train_default import (IMAGE_SIZE, TEXT_ENCODER_PACKAGE, export_default, fixed_encoder_vae,
-                                             write_init_model)
+from actedit_ros.world.train_default import IMAGE_SIZE, TEXT_ENCODER_PACKAGE, export_default, write_init_model
+from actedit_ros.world.vae_training import fixed_encoder_vae
 
 
 def test_fixed_encoder_gives_block_averages_and_a_near_deterministic_posterior():

@@ -44,15 +44,36 @@ def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     return ssim(a, b)
 
 
+WORDINGS = ("world", "heldout")
+
+
+def episode_instructions(ep, wordings: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(phrasing label, instruction) per wording: the episode's own (its phrasing kind), and/or one rewording from
+    the held-out wording set (`world/wording_holdout.py`), labelled "heldout"."""
+    from .phrasing_augment import instruction_variants
+    from .wording_holdout import HELD_OUT_WORDS
+
+    out = []
+    for wording in wordings:
+        if wording == "world":
+            out.append((ep.phrasing, ep.instruction))
+        else:
+            out.append(("heldout", instruction_variants(ep, 1, HELD_OUT_WORDS, stream=300)[0]))
+    return out
+
+
 def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[int, int], steps: int,
                     text_guidance: float, image_guidance: float, seed: int, device: str,
                     sheet_path: Path | None = None, scheduler: str = "auto",
-                    best_of: tuple[int, ...] = (1,), negatives: str = "empty") -> list[dict]:
-    """One record per (episode, model, N in ``best_of``) with the metrics; the copy baseline is the model named COPY.
+                    best_of: tuple[int, ...] = (1,), negatives: str = "empty",
+                    wordings: tuple[str, ...] = ("world",)) -> list[dict]:
+    """One record per (episode, wording, model, N in ``best_of``) with the metrics; the copy baseline is the model
+    named COPY (once per episode).
 
     For N > 1 the model samples N candidates and the record is about the one it ranks first; the record's
     ``any_correct`` says whether any candidate showed the true end state (what a perfect ranking would reach).
-    ``negatives`` picks the ranking's negative instructions (:func:`.best_of_n.rank_negatives`).
+    ``negatives`` picks the ranking's negative instructions (:func:`.best_of_n.rank_negatives`); ``wordings``:
+    the episode's own instruction ("world") and/or a held-out rewording ("heldout", phrasing "heldout").
     """
     from actedit_ros.editing import GoalPredictor
 
@@ -64,27 +85,29 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
         ep = generate_episode(ep_seed, regime, "test", size=size, num_frames=2)
         start, end = ep.frames[0], ep.frames[-1]
         readout = EndStateReadout(ep)
-        common = {"episode": ep.episode_id, "regime": regime, "action": ep.action, "phrasing": ep.phrasing,
-                  "held_out_combo": ep.held_out_combo, "instruction": ep.instruction}
-        outputs = {COPY: (start, 0.0, {})}
-        for name, predictor in predictors.items():
-            for n in best_of:
-                pred = predictor.predict(start, ep.instruction, steps=steps, text_guidance=text_guidance,
-                                         image_guidance=image_guidance, seed=seed, num_candidates=n,
-                                         negative_instructions=rank_negatives(ep, negatives))
-                extra = {}
-                if len(best_of) > 1:
-                    extra = {"best_of": n, "any_correct": any(readout.read(im).correct for im in pred.images)}
-                outputs[model_label(name, n, best_of)] = (pred.images[0], pred.seconds, extra)
-        for name, (image, seconds, extra) in outputs.items():
-            read = readout.read(image)
-            records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
-                            "correct": bool(read.correct), "read_as": read.label, "seconds": seconds,
-                            "candidates": len(read.distances), **extra})
-        if sheet_path is not None and len(sheet_rows) < 16:
-            sheet_rows.append((ep.instruction, [start] + [o[0] for n, o in outputs.items() if n != COPY] + [end]))
+        for wording, (phrasing, instruction) in zip(wordings, episode_instructions(ep, wordings)):
+            common = {"episode": ep.episode_id, "regime": regime, "action": ep.action, "phrasing": phrasing,
+                      "held_out_combo": ep.held_out_combo, "instruction": instruction}
+            outputs = {COPY: (start, 0.0, {})} if wording == wordings[0] else {}
+            for name, predictor in predictors.items():
+                for n in best_of:
+                    pred = predictor.predict(start, instruction, steps=steps, text_guidance=text_guidance,
+                                             image_guidance=image_guidance, seed=seed, num_candidates=n,
+                                             negative_instructions=rank_negatives(ep, negatives))
+                    extra = {}
+                    if len(best_of) > 1:
+                        extra = {"best_of": n, "any_correct": any(readout.read(im).correct for im in pred.images)}
+                    outputs[model_label(name, n, best_of)] = (pred.images[0], pred.seconds, extra)
+            for name, (image, seconds, extra) in outputs.items():
+                read = readout.read(image)
+                records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
+                                "correct": bool(read.correct), "read_as": read.label, "seconds": seconds,
+                                "candidates": len(read.distances), **extra})
+            labels = [n for n in outputs if n != COPY]
+            if sheet_path is not None and len(sheet_rows) < 16:
+                sheet_rows.append((instruction, [start] + [outputs[n][0] for n in labels] + [end]))
     if sheet_path is not None and sheet_rows:
-        _write_sheet(sheet_path, sheet_rows, ["start"] + [n for n in outputs if n != COPY] + ["true end"])
+        _write_sheet(sheet_path, sheet_rows, ["start"] + labels + ["true end"])
     return records
 
 
@@ -132,8 +155,8 @@ def markdown_tables(records: list[dict], command: str) -> str:
         by[r["model"]].append(r)
     lines = [f"Command: `{command}`", ""]
     lines += ["| model | episodes | PSNR (dB) | SSIM | action acc. | acc. template | acc. paraphrase | "
-              "acc. unseen verb | acc. fixed cam | acc. head cam | acc. held-out combos |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "acc. unseen verb | acc. held-out wording | acc. fixed cam | acc. head cam | acc. held-out combos |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         rs = by[m]
         s = _summary(rs)
@@ -144,7 +167,8 @@ def markdown_tables(records: list[dict], command: str) -> str:
 
         lines.append(f"| {m} | {s['n']} | {s['psnr']:.2f} | {s['ssim']:.3f} | {100 * s['accuracy']:.1f}% | "
                      f"{acc(lambda r: r['phrasing'] == 'template')} | {acc(lambda r: r['phrasing'] == 'paraphrase')} | "
-                     f"{acc(lambda r: r['phrasing'] == 'unseen_verb')} | {acc(lambda r: r['regime'] == 'fixed')} | "
+                     f"{acc(lambda r: r['phrasing'] == 'unseen_verb')} | {acc(lambda r: r['phrasing'] == 'heldout')} | "
+                     f"{acc(lambda r: r['regime'] == 'fixed')} | "
                      f"{acc(lambda r: r['regime'] == 'head')} | {acc(lambda r: r['held_out_combo'])} |")
     counts = [r["candidates"] for r in records if "candidates" in r and r["model"] == models[0]]
     if counts:
@@ -157,7 +181,7 @@ def markdown_tables(records: list[dict], command: str) -> str:
     head = "| action | n | " + " | ".join(models) + " |"
     lines += [head, "|---|---|" + "---|" * len(models)]
     groups = [("action", a) for a in ACTION_TYPES] + [("regime", g) for g in REGIMES] + \
-        [("phrasing", p) for p in PHRASING_KINDS]
+        [("phrasing", p) for p in PHRASING_KINDS + ("heldout",)]
     for key, value in groups:
         cells = []
         n = 0
@@ -201,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="candidates per prediction; with several values (e.g. 1 4 8) every model predicts once "
                              "per N and is scored on the candidate it ranks first (the editor as a classifier), "
                              "and a best-of-N table with the time per prediction is added")
+    parser.add_argument("--wording", choices=WORDINGS + ("both",), default="world",
+                        help="instructions: each episode's own (world: templates, paraphrases, unseen verbs), a "
+                             "rewording from the held-out wording set that training never sees (heldout: new verbs, "
+                             "synonyms, colour/kind-only references, planner frames, typos), or both (the copy "
+                             "baseline is counted once)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
@@ -256,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
-                                  args.scheduler, best_of, args.rank_negatives)
+                                  args.scheduler, best_of, args.rank_negatives,
+                                  WORDINGS if args.wording == "both" else (args.wording,))
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
