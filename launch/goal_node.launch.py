@@ -36,6 +36,8 @@ LAUNCH_ARGUMENTS = (
     ("progress_model_path", "str", "Learned progress model (.safetensors); empty = the shipped one."),
     ("reached_threshold", "float", "Progress at which a goal counts as reached, in [0, 1]."),
     ("stale_timeout", "float", "Seconds without a camera frame before progress is flagged stale."),
+    ("action_new_goal", "str", "A new reach_visual_goal goal while one is active: preempt (old aborted) or reject."),
+    ("action_max_stale", "float", "Seconds without a camera frame before a tracked action goal is aborted; 0 = never."),
 )
 _CASTS = {"str": str, "int": int, "float": float}
 

@@ -44,6 +44,9 @@ class GatedPredictor(GoalPredictor):
         self.entered = threading.Event()
 
     echo_start = False  # when True, the "prediction" is the start image itself (a model that predicts no change)
+    # When True, the "prediction" is the start image with one block inverted: a clean change that a camera frame
+    # equal to the goal image registers against, so the pixel scorer reaches it (test_node_action.py).
+    edit_start = False
 
     def predict(self, *args, **kwargs):
         self.entered.set()
@@ -51,6 +54,12 @@ class GatedPredictor(GoalPredictor):
         prediction = super().predict(*args, **kwargs)
         if self.echo_start:
             prediction.images = [np.array(args[0] if args else kwargs["image"])]
+        elif self.edit_start:
+            edited = np.array(args[0] if args else kwargs["image"])
+            height, width = edited.shape[:2]
+            block = (slice(height // 3, 2 * height // 3), slice(width // 3, 3 * width // 4))
+            edited[block] = 255 - edited[block]
+            prediction.images = [edited] + prediction.images[1:]
         return prediction
 
 

@@ -18,6 +18,9 @@ Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node``
   best-effort publisher on a camera topic (it can never be heard) is named in a warning.
 * ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, 1 Hz): model, camera and scoring rates, frame age, the last
   prediction and error, for rqt_robot_monitor (:mod:`actedit_ros.ros.diagnostics`).
+* ``~/reach_visual_goal`` (actedit_ros/action/ReachVisualGoal): predict a goal and track it until reached, with
+  feedback per scored frame (:mod:`actedit_ros.ros.goal_action`); same prediction path and goal as the service
+  (:mod:`actedit_ros.ros.goal_prediction`).
 
 Concurrency: camera callbacks and the stale timer share one mutually exclusive callback group; the services run in
 a reentrant group, so under a MultiThreadedExecutor (what :func:`main` uses) a prediction never stalls the camera or
@@ -35,12 +38,8 @@ import os
 import sys
 import threading
 import time
-import uuid
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 
 import cv2
-import numpy as np
 import torch
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -53,14 +52,12 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from actedit_ros.editing import GoalPredictor, default_model_is_placeholder
-from actedit_ros.editing.pipeline import validate_instruction
 from actedit_ros.image_conversion import ImageConversionError, limit_image_side
 from actedit_ros.msg import GoalImage, Progress
-from actedit_ros.progress import check_rgb, load_progress_model, make_scorer
+from actedit_ros.progress import load_progress_model
 from actedit_ros.ros.camera_check import CameraPublisherCheck
 from actedit_ros.ros.conversions import (
     compressed_msg_to_rgb,
-    image_msg_is_empty,
     image_msg_to_rgb,
     rgb_to_image_msg,
     stamp_to_seconds,
@@ -68,20 +65,16 @@ from actedit_ros.ros.conversions import (
 from actedit_ros.ros.diagnostics import NodeDiagnostics, NodeStats
 from actedit_ros.ros.node_state import ActiveGoal, CameraFrame
 from actedit_ros.ros.parameters import NODE_PARAMETERS, NodeParameter  # noqa: F401 - NodeParameter re-exported
-from actedit_ros.ros.prediction_worker import PredictionCancelled, PredictionWorker
+from actedit_ros.ros.goal_action import GoalActionServer
+from actedit_ros.ros.goal_prediction import BUSY_PREFIX, GoalPredictionMixin  # noqa: F401 - BUSY_PREFIX re-exported
+from actedit_ros.ros.prediction_worker import PredictionWorker
 from actedit_ros.srv import PredictGoal
 
 NODE_NAME = "goal_node"
-BUSY_PREFIX = "busy:"
-SHUTDOWN_POLL = 0.1  # seconds between a waiting predict_goal call's looks for begin_shutdown
 PREDICTION_STOP_WAIT = 30.0  # seconds destroy_node waits, after begin_shutdown, for a cancelled prediction to end
 
 
-class _Refusal(Exception):
-    """A request the node refuses before predicting; the message says why (it becomes the response's message)."""
-
-
-class GoalNode(Node):
+class GoalNode(GoalPredictionMixin, Node):
     """Serves visual goals and publishes progress toward them. See the module docstring for the interfaces."""
 
     def __init__(self, predictor: GoalPredictor | None = None, node_name: str = NODE_NAME, **node_kwargs):
@@ -119,7 +112,9 @@ class GoalNode(Node):
         self._latest_frame: CameraFrame | None = None
         self._goal: ActiveGoal | None = None
         self._generation = 0  # bumped by every goal change; a prediction started under an older one is discarded
-        self._running: tuple[str, float] | None = None  # (instruction, start time) of the prediction in flight
+        # (instruction, start time, owner: an action goal's id or "" for the service) of the prediction in flight
+        self._running: tuple[str, float, str] | None = None
+        self._prediction_cancel: str | None = None  # set when its caller gave the running prediction up
         self._goal_count = 0
         self._stopping: str | None = None  # why the node is shutting down (begin_shutdown); None while serving
         self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
@@ -131,7 +126,7 @@ class GoalNode(Node):
         self._cancel_hooks = self._prediction_thread.cancel_on_forward(
             [m for m in (components.unet, getattr(components.vae, "encoder", None),
                          getattr(components.vae, "decoder", None)) if isinstance(m, torch.nn.Module)],
-            lambda: self._stopping)
+            lambda: self._stopping or self._prediction_cancel)
 
         self._create_interfaces()
 
@@ -177,6 +172,7 @@ class GoalNode(Node):
         self.get_logger().info(f"ready: camera {', '.join(topics)} ({self.param('qos_reliability')}), "
                                f"service {self.resolve_service_name(self.predict_srv.srv_name)}")
         self.diagnostics = NodeDiagnostics(self)  # /diagnostics, 1 Hz, own callback group
+        self.goal_action = GoalActionServer(self, self._service_group)  # ~/reach_visual_goal
 
     def destroy_node(self) -> None:
         prediction_thread = getattr(self, "_prediction_thread", None)  # absent when __init__ failed early
@@ -186,6 +182,8 @@ class GoalNode(Node):
                     self.get_logger().warning(f"the cancelled prediction did not end within {PREDICTION_STOP_WAIT} s")
             for hook in getattr(self, "_cancel_hooks", ()):
                 hook.remove()
+        if getattr(self, "goal_action", None) is not None:
+            self.goal_action.destroy()
         super().destroy_node()
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -257,6 +255,7 @@ class GoalNode(Node):
         goal.last_progress = msg
         self.stats.frames_scored += 1
         self.progress_pub.publish(msg)
+        self.goal_action.on_progress(msg)
 
     def _check_stale(self) -> None:
         timeout = self.param("stale_timeout")
@@ -280,20 +279,11 @@ class GoalNode(Node):
             msg.stale = True
             msg.frame_age = self._frame_age(msg.header)
         self.progress_pub.publish(msg)
+        self.goal_action.on_progress(msg)
 
     # ------------------------------------------------------------------------------------------------ services
     def _on_clear_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._latch_lock:
-            with self._state_lock:
-                cleared = self._goal.goal_id if self._goal else ""
-                self._goal = None
-                self._generation += 1
-                running = self._running
-            # Both latched topics get an explicit "no goal", so a late subscriber never sees the cleared one: a
-            # GoalImage with an empty goal_id and empty images, and an empty Image (width = height = 0, no encoding).
-            header = Header(stamp=self.get_clock().now().to_msg())
-            self.goal_pub.publish(GoalImage(header=header))
-            self.goal_image_pub.publish(Image(header=header))
+        cleared, running = self.clear_goal()
         response.success = True
         response.message = f"cleared goal {cleared}" if cleared else "there was no goal to clear"
         if running:
@@ -301,172 +291,29 @@ class GoalNode(Node):
         return response
 
     def _on_predict_goal(self, request: PredictGoal.Request, response: PredictGoal.Response) -> PredictGoal.Response:
-        try:
-            return self._predict_goal(request, response)
-        except Exception as err:  # noqa: BLE001 - the node keeps serving whatever goes wrong in one request
-            self.get_logger().error(f"predict_goal failed: {type(err).__name__}: {err}")
-            response.success = False
-            response.message = f"prediction failed ({type(err).__name__}): {err}"
-            self.stats.record_error(response.message, internal=True)
-            response.goal_id = ""
-            return response
-
-    def _fail(self, response: PredictGoal.Response, message: str) -> PredictGoal.Response:
-        response.success = False
-        response.message = message
-        self.stats.record_error(message)
-        self.get_logger().warning(f"predict_goal refused: {message[:300]}")
+        outcome = self.predict_and_adopt(request.instruction, request.image, request.seed, request.num_candidates)
+        response.success = outcome.success
+        response.message = outcome.message
+        response.goal_id = outcome.goal_id
+        if outcome.goal_image is not None:
+            response.goal_image = outcome.goal_image
+        response.candidates = outcome.candidates
+        response.candidate_scores = outcome.candidate_scores
+        response.prediction_time = outcome.prediction_time
         return response
 
     def begin_shutdown(self, reason: str) -> None:
         """Stop serving: a caller waiting for a prediction is answered at once (``cancelled: ...``), the prediction
-        stops at its next model call, and new requests are refused. Called by the process before it stops."""
+        stops at its next model call, an action goal ends (reason SHUTDOWN), and new requests are refused. Called
+        by the process before it stops."""
         self._stopping = reason
+        self._goal_changed()
 
-    def _busy_message(self) -> str:
-        running = self._running
-        what = (f"the goal for {running[0]!r} (started {time.monotonic() - running[1]:.1f} s ago)"
-                if running else "another goal")
-        return f"{BUSY_PREFIX} still predicting {what}; this request was not queued, call again when it finishes"
-
-    def _predict_on_worker(self, start_rgb: np.ndarray, instruction: str, seed: int, num_candidates: int):
-        """Run the prediction on the prediction thread and wait for it (see _await_prediction)."""
-        return self._await_prediction(self._prediction_thread.submit(
-            self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
-            text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
-            num_candidates=num_candidates), instruction)
-
-    def _await_prediction(self, future: Future, instruction: str):
-        """The prediction's result; raises _Refusal as soon as the node begins shutting down."""
-        while True:
-            try:
-                return future.result(timeout=SHUTDOWN_POLL)
-            except FutureTimeout:
-                if self._stopping is None:
-                    continue
-            except PredictionCancelled:
-                pass
-            break
-        future.cancel()
-        raise _Refusal(f"cancelled: the node is shutting down ({self._stopping}); the prediction for {instruction!r} "
-                       f"was stopped")
-
-    def _start_image(self, image: Image, notes: list[str]) -> tuple[np.ndarray, Header]:
-        """The start image of a request: its own image (checked, downscaled to ``max_image_side``) or, when that is
-        empty, the latest camera frame. Raises _Refusal naming the problem, before any prediction runs, also for an
-        image too small to score (the scorer's own size rule, :func:`check_rgb`, so the message is the same)."""
-        if image_msg_is_empty(image):
-            with self._state_lock:
-                frame = self._latest_frame
-            if frame is None:
-                raise _Refusal(f"no image in the request and no camera frame received yet on "
-                               f"{self.image_sub.topic_name}"
-                               + (f" or {self.compressed_sub.topic_name}" if self.compressed_sub else ""))
-            start_rgb, start_header, what = frame.rgb, frame.header, "the latest camera frame cannot be used"
-        elif image.encoding == "":
-            raise _Refusal(f"bad request image: it has no encoding but a size or data ({image.width}x{image.height}, "
-                           f"{len(image.data)} bytes); set its encoding, or leave the whole image empty to use the "
-                           f"latest camera frame")
-        else:
-            try:
-                start_rgb = image_msg_to_rgb(image)
-            except ImageConversionError as err:
-                raise _Refusal(f"bad request image: {err}") from err
-            start_header, what = image.header, "bad request image"
-            limited = limit_image_side(start_rgb, self.param("max_image_side"))
-            if limited.shape != start_rgb.shape:
-                notes.append(f"request image downscaled from {start_rgb.shape[1]}x{start_rgb.shape[0]} to "
-                             f"{limited.shape[1]}x{limited.shape[0]} (max_image_side)")
-                what += f" (after downscaling to max_image_side {self.param('max_image_side')})"
-            start_rgb = limited
-        try:
-            check_rgb(start_rgb, "the image")
-        except ValueError as err:
-            raise _Refusal(f"{what}: {err}; nothing was predicted") from err
-        return start_rgb, start_header
-
-    def _predict_goal(self, request: PredictGoal.Request, response: PredictGoal.Response) -> PredictGoal.Response:
-        try:
-            instruction = validate_instruction(request.instruction)
-        except ValueError as err:
-            return self._fail(response, f"bad instruction: {err}")
-        notes = []
-        if instruction != request.instruction.strip():
-            notes.append("control characters and repeated whitespace in the instruction were replaced")
-
-        if self._stopping is not None:
-            return self._fail(response, f"cancelled: the node is shutting down ({self._stopping})")
-        try:
-            start_rgb, start_header = self._start_image(request.image, notes)
-        except _Refusal as refusal:
-            return self._fail(response, str(refusal))
-
-        if request.seed < -1:
-            return self._fail(response, f"bad seed {request.seed}: use -1 (the node's seed parameter) or >= 0")
-        seed = self.param("seed") if request.seed == -1 else int(request.seed)
-        num_candidates = max(1, int(request.num_candidates))
-
-        if not self._predict_lock.acquire(blocking=False):
-            return self._fail(response, self._busy_message())
-        try:
-            with self._state_lock:
-                generation = self._generation
-            self._running = (instruction, time.monotonic())
-            try:
-                prediction = self._predict_on_worker(start_rgb, instruction, seed, num_candidates)
-            except _Refusal as refusal:
-                return self._fail(response, str(refusal))
-            except ValueError as err:
-                return self._fail(response, f"bad request: {err}")
-            goal_rgb = prediction.images[0]
-            try:
-                scorer = make_scorer(self.param("progress_scorer"), start_rgb, goal_rgb, self.progress_model,
-                                     reached_threshold=self.param("reached_threshold"))
-            except ValueError as err:  # e.g. the model predicted no change at all
-                response.goal_image = rgb_to_image_msg(goal_rgb, start_header)
-                response.prediction_time = float(prediction.seconds)
-                return self._fail(response, f"the predicted goal cannot be tracked, so it was not adopted (the "
-                                            f"image is in goal_image): {err}")
-            with self._state_lock:
-                if generation != self._generation:
-                    return self._fail(response, f"the prediction for {instruction!r} was discarded: the goal was "
-                                                f"cleared or replaced while it ran")
-                self._goal_count += 1
-                goal_id = f"goal-{self._goal_count}-{uuid.uuid4().hex[:8]}"
-                self._goal = ActiveGoal(goal_id=goal_id, instruction=instruction, start_rgb=start_rgb,
-                                        goal_rgb=goal_rgb, scorer=scorer)
-                self._generation += 1
-        finally:
-            self._running = None
-            self._predict_lock.release()
-
-        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=start_header.frame_id)
-        goal_image = rgb_to_image_msg(goal_rgb, header)
-        goal_msg = GoalImage(header=header, goal_id=goal_id, instruction=instruction, seed=seed,
-                             prediction_time=float(prediction.seconds),
-                             start_image=rgb_to_image_msg(start_rgb, start_header), goal_image=goal_image)
-        with self._latch_lock:
-            if self.current_goal_id == goal_id:  # not cleared or replaced since it was adopted
-                self.goal_pub.publish(goal_msg)
-                self.goal_image_pub.publish(goal_image)
-
-        response.success = True
-        response.goal_id = goal_id
-        response.goal_image = goal_image
-        if num_candidates > 1:
-            response.candidates = [rgb_to_image_msg(image, header) for image in prediction.images]
-            response.candidate_scores = [float(score) for score in prediction.scores]
-        response.prediction_time = float(prediction.seconds)
-        notes += prediction.warnings + prediction.notes  # warnings (goal unreliable: out of domain) first
-        self.stats.record_prediction(prediction.seconds, goal_id, prediction.warnings)
-        for warning in prediction.warnings:
-            self.get_logger().warning(f"goal {goal_id}: {warning}")
-        if self.placeholder_model:
-            notes.append("the model is a RANDOMLY INITIALISED placeholder (no trained default ships yet)")
-        response.message = (f"goal {goal_id} for {instruction!r}: {prediction.steps} steps, seed {seed}, "
-                            f"{prediction.seconds:.2f} s" + "".join(f"; {note}" for note in notes))
-        self.get_logger().info(response.message)
-        return response
+    def _goal_changed(self) -> None:
+        """The goal was adopted, cleared or replaced, or the node is stopping: wake the action goal's wait."""
+        action = getattr(self, "goal_action", None)
+        if action is not None:
+            action.notify()
 
 
 def spin_in_background(node: Node, num_threads: int = 4) -> tuple[MultiThreadedExecutor, threading.Thread]:

@@ -77,4 +77,11 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("max_image_side", 1024, "Camera frames and request images with a longer side are downscaled to "
                   "this many pixels before prediction and scoring; 0 = no limit.", read_only=True,
                   int_range=(0, 100000)),
+    NodeParameter("action_new_goal", "preempt", "What a new reach_visual_goal action goal does while another is "
+                  "active: preempt (the old one is aborted with reason PREEMPTED, replaced by a newer goal) or "
+                  "reject (the new one is refused). An adopted predict_goal call always replaces the action's goal.",
+                  choices=("preempt", "reject")),
+    NodeParameter("action_max_stale", 10.0, "Seconds without a camera frame, while a reach_visual_goal goal is "
+                  "tracked, after which it is aborted with reason CAMERA_STALE (a goal's own max_stale wins); "
+                  "0 = never.", float_range=(0.0, 3600.0)),
 )

@@ -1,0 +1,251 @@
+"""``~/reach_visual_goal`` (actedit_ros/action/ReachVisualGoal): a planner's goal, from instruction to "reached".
+
+An accepted goal is predicted through the node's one prediction path
+(:meth:`~actedit_ros.ros.goal_prediction.GoalPredictionMixin.predict_and_adopt`: the same checks, busy rule,
+prediction thread and /diagnostics stats as ``~/predict_goal``), adopted as the node's current goal (so ``~/goal``,
+``~/goal_image``, ``~/progress`` and the service show it), then tracked: every frame the node scores for it becomes a
+feedback message, and the goal succeeds once ``reached`` turns on. It is aborted, with ``reason`` and ``message``
+saying why, when its ``timeout`` passes, the camera is silent for ``max_stale`` seconds while tracking, a newer goal
+replaces it (an action goal under ``action_new_goal: preempt``, or an adopted ``predict_goal`` call), ``clear_goal``
+clears it, the request is bad, the prediction fails, or the node shuts down; a cancel ends it as cancelled at any
+point, during the prediction too (the prediction then stops at its next model call and is never adopted). Whenever
+an action goal ends without being reached, the node's goal is cleared if it is still this action's (``~/goal`` and
+``~/goal_image`` then hold "no goal", as after ``clear_goal``); a reached goal stays the node's current goal.
+
+The execute callback blocks its executor thread (reentrant group) and waits on a condition that camera callbacks,
+goal changes, cancels and the node's shutdown notify: no polling loop beyond a 1 s safety timeout.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+
+from actedit_ros.action import ReachVisualGoal
+from actedit_ros.msg import Progress
+from actedit_ros.ros import goal_prediction as gp
+
+Result = ReachVisualGoal.Result
+Feedback = ReachVisualGoal.Feedback
+# Outcome kinds of the prediction path -> the result's reason
+_REASONS = {gp.BAD_REQUEST: Result.BAD_REQUEST, gp.BUSY: Result.BUSY, gp.FAILED: Result.PREDICTION_FAILED,
+            gp.SHUTDOWN: Result.SHUTDOWN}
+SAFETY_WAKE = 1.0  # seconds: the longest the tracking loop sleeps without a notification
+CANCEL_STATE_WAIT = 2.0  # seconds _finish waits for rclpy to put a cancelled goal in its CANCELING state
+
+
+@dataclass
+class _Tracked:
+    """One accepted action goal, while its execute callback runs."""
+
+    key: str  # the action goal's uuid, hex
+    handle: object  # rclpy ServerGoalHandle
+    accepted: float  # time.monotonic()
+    timeout: float  # 0: none
+    node_goal_id: str = ""  # the node goal it adopted
+    end: tuple[int, str] | None = None  # set by another goal that preempts this one
+    cancel_requested: bool = False  # set by the cancel callback (the handle's own state follows just after)
+    pending: list[Progress] = field(default_factory=list)  # progress messages not yet sent as feedback
+
+
+class GoalActionServer:
+    """The action server of a :class:`~actedit_ros.ros.goal_node.GoalNode` (see the module docstring)."""
+
+    def __init__(self, node, callback_group):
+        self.node = node
+        self._cond = threading.Condition()
+        self._changes = 0  # bumped by notify(): a goal change, a cancel, shutdown
+        self._active: dict[str, _Tracked] = {}  # more than one only while a preempted goal winds down
+        self._server = ActionServer(node, ReachVisualGoal, "~/reach_visual_goal", self._execute,
+                                    callback_group=callback_group, goal_callback=self._on_goal,
+                                    handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel)
+
+    def destroy(self) -> None:
+        self._server.destroy()
+
+    def notify(self) -> None:
+        with self._cond:
+            self._changes += 1
+            self._cond.notify_all()
+
+    def on_progress(self, msg: Progress) -> None:
+        """Called by the node for every progress message it publishes (camera callbacks, stale timer)."""
+        with self._cond:
+            for tracked in self._active.values():
+                if tracked.node_goal_id and tracked.node_goal_id == msg.goal_id:
+                    tracked.pending.append(msg)
+                    self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------------ goal handling
+    def _on_goal(self, request) -> GoalResponse:
+        if self.node.param("action_new_goal") == "reject":
+            with self._cond:
+                busy = [t.key for t in self._active.values() if t.end is None]
+            if busy:
+                self.node.get_logger().warning(f"reach_visual_goal: refused the goal for {request.instruction!r}: "
+                                               f"another goal is active (action_new_goal: reject)")
+                return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_accepted(self, handle) -> None:
+        key = bytes(handle.goal_id.uuid).hex()
+        goal = handle.request
+        with self._cond:
+            for other in self._active.values():
+                if other.end is None:
+                    other.end = (Result.PREEMPTED, f"replaced by a newer goal (a reach_visual_goal goal for "
+                                                   f"{goal.instruction!r})")
+            timeout = float(goal.timeout) if math.isfinite(goal.timeout) and goal.timeout > 0 else 0.0
+            self._active[key] = _Tracked(key=key, handle=handle, accepted=time.monotonic(), timeout=timeout)
+            self._changes += 1
+            self._cond.notify_all()
+        handle.execute()
+
+    def _on_cancel(self, handle) -> CancelResponse:
+        """rclpy calls this with the goal handle of each goal a cancel request names."""
+        with self._cond:
+            tracked = self._active.get(bytes(handle.goal_id.uuid).hex())
+            if tracked is not None:
+                tracked.cancel_requested = True
+            self._changes += 1
+            self._cond.notify_all()
+        return CancelResponse.ACCEPT
+
+    def _ending(self, tracked: _Tracked) -> tuple[int, str] | None:
+        """(reason, message) when the goal must end now for a reason other than its progress; None otherwise."""
+        if self.node._stopping is not None:
+            return Result.SHUTDOWN, f"cancelled: the node is shutting down ({self.node._stopping})"
+        if tracked.end is not None:
+            return tracked.end
+        if tracked.cancel_requested or tracked.handle.is_cancel_requested:
+            return Result.CANCELLED, "cancelled by the client"
+        if tracked.timeout and time.monotonic() - tracked.accepted >= tracked.timeout:
+            return Result.TIMEOUT, f"timeout: the goal was not reached within its timeout of {tracked.timeout:g} s"
+        return None
+
+    # ------------------------------------------------------------------------------------------ execution
+    def _execute(self, handle):
+        tracked = self._active[bytes(handle.goal_id.uuid).hex()]
+        try:
+            return self._run(tracked)
+        except Exception as err:  # noqa: BLE001 - the node keeps serving whatever goes wrong in one goal
+            self.node.get_logger().error(f"reach_visual_goal failed: {type(err).__name__}: {err}")
+            return self._finish(tracked, Result.PREDICTION_FAILED, f"failed ({type(err).__name__}): {err}")
+        finally:
+            with self._cond:
+                self._active.pop(tracked.key, None)
+
+    def _run(self, tracked: _Tracked):
+        goal = tracked.handle.request
+        threshold = float(goal.reached_threshold)
+        if not 0.0 <= threshold <= 1.0:  # also NaN
+            return self._finish(tracked, Result.BAD_REQUEST, f"bad reached_threshold {threshold:g}: use a value in "
+                                                             f"(0, 1], or 0 for the node's reached_threshold")
+        if not goal.timeout >= 0.0 or not goal.max_stale == goal.max_stale:
+            return self._finish(tracked, Result.BAD_REQUEST, f"bad timeout {goal.timeout:g} or max_stale "
+                                                             f"{goal.max_stale:g}: use seconds >= 0 (0: no timeout, "
+                                                             f"the node's action_max_stale)")
+        tracked.handle.publish_feedback(Feedback(phase="predicting", elapsed=self._elapsed(tracked)))
+
+        def abandon():
+            ending = self._ending(tracked)
+            return ending[1] if ending else None
+
+        outcome = self.node.predict_and_adopt(goal.instruction, goal.image, goal.seed, goal.num_candidates,
+                                              reached_threshold=threshold, owner=tracked.key, abandon=abandon)
+        if not outcome.success:
+            if outcome.kind == gp.ABANDONED:
+                reason, message = self._ending(tracked) or (Result.CANCELLED, outcome.message)
+            elif outcome.kind == gp.DISCARDED:
+                reason = Result.PREEMPTED if self.node.current_goal_id else Result.CLEARED
+                message = outcome.message
+            else:
+                reason, message = _REASONS.get(outcome.kind, Result.PREDICTION_FAILED), outcome.message
+            return self._finish(tracked, reason, message, goal_image=outcome.goal_image)
+        with self._cond:
+            tracked.node_goal_id = outcome.goal_id
+        tracked.handle.publish_feedback(Feedback(phase="tracking", goal_id=outcome.goal_id,
+                                                 goal_image=outcome.goal_image, elapsed=self._elapsed(tracked)))
+        max_stale = float(goal.max_stale) if goal.max_stale != 0 else self.node.param("action_max_stale")
+        return self._track(tracked, outcome, max_stale if max_stale > 0 else math.inf)
+
+    def _track(self, tracked: _Tracked, outcome, max_stale: float):
+        """Feedback per scored frame until reached, or until the goal must end (see _ending), its node goal was
+        replaced or cleared, or the camera was silent for max_stale seconds."""
+        since, last, seen = time.monotonic(), None, -1
+        while True:
+            with self._cond:
+                if not tracked.pending and seen == self._changes:
+                    self._cond.wait(self._wait_time(tracked, since, max_stale))
+                pending, tracked.pending, seen = tracked.pending, [], self._changes
+            for msg in pending:
+                last = msg
+                tracked.handle.publish_feedback(Feedback(
+                    phase="tracking", goal_id=msg.goal_id, progress=msg.progress, raw_progress=msg.raw_progress,
+                    reached=msg.reached, registered=msg.registered, stale=msg.stale, frame_stamp=msg.header.stamp,
+                    elapsed=self._elapsed(tracked)))
+                if msg.reached and not msg.stale:
+                    return self._finish(tracked, Result.REACHED, f"reached goal {msg.goal_id} (progress "
+                                                                 f"{msg.progress:.2f})", outcome, last)
+            ending = self._ending(tracked)
+            current = self.node.current_goal_id
+            if ending is None and current != tracked.node_goal_id:
+                ending = ((Result.PREEMPTED, f"replaced by a newer goal ({current}, from predict_goal)") if current
+                          else (Result.CLEARED, "the goal was cleared (clear_goal)"))
+            if ending is None and time.monotonic() - self._last_frame(since) >= max_stale:
+                ending = (Result.CAMERA_STALE, f"camera stale too long: no camera frame for {max_stale:g} s "
+                                               f"(max_stale / action_max_stale)")
+            if ending is not None:
+                return self._finish(tracked, *ending, outcome, last)
+
+    def _last_frame(self, since: float) -> float:
+        frame = self.node._latest_frame
+        return max(since, frame.received if frame is not None else 0.0)
+
+    def _wait_time(self, tracked: _Tracked, since: float, max_stale: float) -> float:
+        now = time.monotonic()
+        wait = min(SAFETY_WAKE, self._last_frame(since) + max_stale - now)
+        if tracked.timeout:
+            wait = min(wait, tracked.accepted + tracked.timeout - now)
+        return max(0.0, wait)
+
+    @staticmethod
+    def _cancel_state_reached(handle) -> bool:
+        """rclpy moves the goal to CANCELING just after the cancel callback returned; wait (briefly) for that."""
+        deadline = time.monotonic() + CANCEL_STATE_WAIT
+        while not handle.is_cancel_requested and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return handle.is_cancel_requested
+
+    def _elapsed(self, tracked: _Tracked) -> float:
+        return time.monotonic() - tracked.accepted
+
+    def _finish(self, tracked: _Tracked, reason: int, message: str, outcome=None, last: Progress | None = None,
+                goal_image=None):
+        """End the goal: its terminal state, the node goal cleared when it ends unreached, and the result."""
+        handle = tracked.handle
+        if reason != Result.REACHED and reason != Result.SHUTDOWN and tracked.node_goal_id:
+            self.node.clear_goal(only=tracked.node_goal_id)
+        result = Result(reached=reason == Result.REACHED, reason=reason, message=message,
+                        progress=float(last.progress) if last is not None else 0.0,
+                        elapsed=self._elapsed(tracked), goal_id=tracked.node_goal_id)
+        image = outcome.goal_image if outcome is not None else goal_image
+        if image is not None:
+            result.goal_image = image
+        if not handle.is_active:  # already ended (a failure after its terminal state)
+            return result
+        if reason == Result.REACHED:
+            handle.succeed()
+        elif reason == Result.CANCELLED and self._cancel_state_reached(handle):
+            handle.canceled()
+        else:
+            handle.abort()
+        text = f"reach_visual_goal {tracked.key[:8]} for {handle.request.instruction!r}: {message}"
+        if reason in (Result.REACHED, Result.CANCELLED):
+            self.node.get_logger().info(text)
+        else:
+            self.node.get_logger().warning(text)
+        return result
