@@ -1,0 +1,125 @@
+"""One training micro-step and the reproducible randomness behind it.
+
+Every random draw of a micro-batch (flips, conditioning dropout, negative instructions, timesteps, noise, VAE latent
+samples) comes from :func:`micro_batch_generator` keyed by (seed, process, micro-batch number), and the data order
+from :class:`EpochShuffleSampler` keyed by (seed, epoch): what makes a resumed run continue bit-for-bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data import mirror_instruction, to_model_range
+from .losses import LossWeights, editaction_objective, min_snr_weights, prediction_target
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """A permutation of the dataset that depends only on (seed, epoch): the data order of every epoch is reproducible."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def micro_batch_generator(seed: int, process_index: int, micro_batch: int) -> torch.Generator:
+    """The CPU generator every random draw of one micro-batch comes from (independent of the device and of history)."""
+    state = np.random.SeedSequence([seed, process_index, micro_batch]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def dropout_masks(batch: int, generator: torch.Generator, drop_text: float, drop_image: float,
+                  drop_both: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (text_dropped, image_dropped) masks: text only w.p. drop_text, both w.p. drop_both, image only w.p.
+    drop_image (one uniform draw per sample, as InstructPix2Pix does)."""
+    u = torch.rand(batch, generator=generator)
+    text = u < drop_text + drop_both
+    image = (u >= drop_text) & (u < drop_text + drop_both + drop_image)
+    return text, image
+
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the VAE's latent distribution for a batch of pixels in [-1, 1]."""
+    distribution = vae.encode(pixels).latent_dist
+    return distribution.mean, distribution.std
+
+
+class LatentCache:
+    """The VAE latent distribution of every image seen, by key (which image of which pair, flipped or not).
+
+    Images are encoded one at a time so a cached value does not depend on which batch it first came in (batched
+    kernels may round differently), which keeps resumed runs bit-identical to uninterrupted ones.
+    """
+
+    def __init__(self):
+        self.entries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def encode(self, vae, pixels: torch.Tensor, keys: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+        for row, key in enumerate(keys):
+            if key not in self.entries:
+                mean, std = encode_latents(vae, pixels[row:row + 1])
+                self.entries[key] = (mean[0].cpu(), std[0].cpu())  # host memory, also when training on a GPU
+        means, stds = zip(*(self.entries[key] for key in keys))
+        return torch.stack(means).to(pixels.device), torch.stack(stds).to(pixels.device)
+
+
+def training_micro_step(batch: dict, generator: torch.Generator, args, unet, reference_unet, vae, scaling: float,
+                        noise_scheduler, prediction_type: str, weights: LossWeights, negatives, embed,
+                        weight_dtype: torch.dtype, accelerator, latent_cache: LatentCache | None = None):
+    """Forward pass of one micro-batch: every random draw from ``generator``; returns the objective's terms."""
+    device = accelerator.device
+    source, edited = batch["input_pixels"], batch["edited_pixels"]
+    instructions = list(batch["instruction"])
+    size = source.shape[0]
+    if args.random_flip:
+        flip = torch.rand(size, generator=generator) < 0.5
+        flip_device = flip.to(device)[:, None, None, None]
+        source = torch.where(flip_device, source.flip(-1), source)
+        edited = torch.where(flip_device, edited.flip(-1), edited)
+        instructions = [mirror_instruction(t) if f else t for t, f in zip(instructions, flip.tolist())]
+    pixels = to_model_range(torch.cat([source, edited]).to(device), weight_dtype)
+    keys = None
+    if latent_cache is not None:
+        flipped = flip.tolist() if args.random_flip else [False] * size
+        indices = batch["index"].tolist()
+        keys = [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
+    mean, std = latent_cache.encode(vae, pixels, keys) if latent_cache is not None else encode_latents(vae, pixels)
+    # InstructPix2Pix: the condition is the mode (= mean) of the input image's latent distribution, unscaled; the
+    # target is a sample of the edited image's latent distribution, scaled.
+    image_latents = mean[:size]
+    noise_for_latents = torch.randn(mean[size:].shape, generator=generator).to(device, mean.dtype)
+    target_latents = ((mean[size:] + std[size:] * noise_for_latents) * scaling).float()
+    noise = torch.randn(target_latents.shape, generator=generator).to(device)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
+    noisy = noise_scheduler.add_noise(target_latents, noise, timesteps)
+    target = prediction_target(noise_scheduler, target_latents, noise, timesteps, prediction_type)
+
+    text_dropped, image_dropped = dropout_masks(size, generator, args.drop_text_prob, args.drop_image_prob,
+                                                args.drop_both_prob)
+    prompts = ["" if dropped else text for text, dropped in zip(instructions, text_dropped.tolist())]
+    text_embeddings = embed(prompts)
+    image_latents = image_latents.float() * (~image_dropped).to(device)[:, None, None, None]
+
+    negative_embeddings, action_mask = None, None
+    if negatives is not None:
+        action_mask = ~text_dropped
+        chosen = [text for text, keep in zip(instructions, action_mask.tolist()) if keep]
+        if chosen:
+            negative_embeddings = embed(negatives.sample(chosen, generator))
+        action_mask = action_mask.to(device)
+    snr = (min_snr_weights(noise_scheduler, timesteps, weights.min_snr_gamma, prediction_type)
+           if weights.min_snr_gamma else None)
+    with accelerator.autocast():
+        return editaction_objective(unet, noisy, image_latents, timesteps, text_embeddings, target, weights,
+                                    negative_text_embeddings=negative_embeddings, action_mask=action_mask,
+                                    reference_unet=reference_unet, snr_weights=snr)
