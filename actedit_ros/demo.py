@@ -4,8 +4,9 @@ What runs:
 1. the goal node (:class:`actedit_ros.ros.goal_node.GoalNode`) on the embedded default model (or ``--model-path``);
 2. a camera replaying an egocentric episode of the synthetic world (``actedit_ros.world``) on ``/goal_node/image``:
    the start frame while the planner waits for its goal, then the action frame by frame, then it stops;
-3. a planner-like client that calls ``/goal_node/predict_goal`` with the episode's instruction and prints every
-   ``/goal_node/progress`` message as it arrives (including the stale ones once the camera has stopped).
+3. a planner-like client that sends the episode's instruction as a ``/goal_node/reach_visual_goal`` action goal
+   and prints its feedback (one line per scored frame) until the goal is reached, then the node's
+   ``/goal_node/progress`` for the goal it kept, until the camera has stopped (those lines flagged stale).
 
 It writes ``start.png``, ``goal.png``, ``last.png``, ``progress.png`` (progress over time) and ``progress.csv`` to
 ``<out>/<timestamp>/`` and prints that path.
@@ -157,19 +158,178 @@ def oracle_progress(episode, rows: list[ProgressRow], start_rgb: np.ndarray, thr
     return [scorer.update(episode.frames[max(r.frame, 0)]).progress for r in rows if not r.stale]
 
 
+class DemoPlanner:
+    """The planner's side: sends the ``reach_visual_goal`` action goal and turns its feedback into rows (printed as
+    they arrive); once the goal is reached it keeps reading ``~/progress``, where the node goes on scoring the goal
+    it kept, until the camera has stopped and progress is flagged stale."""
+
+    def __init__(self, client_node, episode, quiet: bool):
+        from rclpy.action import ActionClient
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        from actedit_ros.action import ReachVisualGoal
+        from actedit_ros.msg import GoalImage, Progress
+
+        self.episode, self.quiet = episode, quiet
+        self.action = ActionClient(client_node, ReachVisualGoal, "/goal_node/reach_visual_goal")
+        self.stamp_to_frame: dict[tuple[int, int], int] = {}
+        self.rows: list[ProgressRow] = []
+        self.requested_at = 0.0
+        self.goal_ready = threading.Event()  # the first tracking feedback arrived: the camera starts the action
+        self.goal_id, self.goal_image, self.goal_at = "", None, 0.0
+        self.action_done = False  # once reached (the action's end), rows come from ~/progress
+        self._scored: set[tuple[int, int]] = set()
+        client_node.create_subscription(Progress, "/goal_node/progress", self._on_progress, 100)
+        self.goals: list[GoalImage] = []
+        client_node.create_subscription(GoalImage, "/goal_node/goal", self.goals.append, QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def _row(self, stamp, progress, raw_progress, similarity, reached, registered, stale) -> None:
+        if not stale:  # a frame both the feedback and ~/progress reported (as the action ended) counts once
+            if (stamp.sec, stamp.nanosec) in self._scored:
+                return
+            self._scored.add((stamp.sec, stamp.nanosec))
+        index = self.stamp_to_frame.get((stamp.sec, stamp.nanosec), -1)
+        row = ProgressRow(seconds=time.monotonic() - self.requested_at, frame=index,
+                          true_progress=float(self.episode.progress[index]) if index >= 0 else float("nan"),
+                          progress=progress, raw_progress=raw_progress, similarity=similarity, reached=reached,
+                          registered=registered, stale=stale)
+        self.rows.append(row)
+        if not self.quiet:
+            flag = " STALE (camera stopped)" if stale else ""
+            print(f"  t={row.seconds:5.2f}s frame {index:3d}/{len(self.episode.frames) - 1} progress {progress:.2f} "
+                  f"(raw {raw_progress:.2f}, true {row.true_progress:.2f}) "
+                  f"{'REACHED' if reached else 'not reached'}{flag}", flush=True)
+
+    def _on_feedback(self, message) -> None:
+        feedback = message.feedback
+        if feedback.phase != "tracking":
+            return
+        if not self.goal_ready.is_set():
+            self.goal_id, self.goal_image = feedback.goal_id, feedback.goal_image
+            self.goal_at = time.monotonic() - self.requested_at
+            print(f"planner: OK: goal {feedback.goal_id} predicted ({self.goal_at:.2f} s after the request); "
+                  f"tracking it", flush=True)
+            self.goal_ready.set()
+        elif not self.action_done:
+            self._row(feedback.frame_stamp, feedback.progress, feedback.raw_progress, feedback.similarity,
+                      feedback.reached, feedback.registered, feedback.stale)
+            self.action_done = feedback.reached and not feedback.stale  # the action succeeds on this frame
+
+    def _on_progress(self, msg) -> None:
+        if self.action_done and msg.goal_id == self.goal_id:
+            self._row(msg.header.stamp, msg.progress, msg.raw_progress, msg.similarity, msg.reached,
+                      msg.registered, msg.stale)
+
+    def send(self, instruction: str):
+        """Send the goal (from the latest camera frame) and return the result future once it is being tracked;
+        goals sent before the camera's first frame reached the node are refused, and sent again."""
+        from actedit_ros.action import ReachVisualGoal
+
+        if not self.action.wait_for_server(timeout_sec=30):
+            raise RuntimeError("the goal node's reach_visual_goal action did not come up")
+        for _attempt in range(100):
+            self.requested_at = time.monotonic()
+            sent = self.action.send_goal_async(ReachVisualGoal.Goal(instruction=instruction, seed=-1),
+                                               feedback_callback=self._on_feedback)
+            _wait(sent.done)
+            if not sent.result().accepted:
+                raise RuntimeError("the goal node refused the reach_visual_goal goal")
+            result = sent.result().get_result_async()
+            result.add_done_callback(lambda _future: setattr(self, "action_done", True))
+            _wait(lambda: result.done() or self.goal_ready.is_set())
+            if self.goal_ready.is_set():
+                return sent.result(), result
+            if "no camera frame" not in result.result().result.message:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"the goal node could not predict a goal: {result.result().result.message}")
+
+
+def _wait(condition, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _camera_loop(args, episode, client_node, camera, planner: DemoPlanner, stop, camera_done) -> None:
+    """Stream the start frame until the goal exists, then the action, hold its last frame, then go silent."""
+    from std_msgs.msg import Header
+
+    from actedit_ros.ros.conversions import rgb_to_image_msg
+
+    period = 1.0 / args.rate
+    index = 0
+    last = len(episode.frames) - 1
+    hold_ticks = round(args.hold * args.rate)
+    next_tick = time.monotonic()
+    while not stop.is_set():
+        if planner.goal_ready.is_set():
+            index += 1
+            if index > last + hold_ticks:
+                break
+        header = Header(stamp=client_node.get_clock().now().to_msg(), frame_id="head_camera")
+        planner.stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = min(index, last)
+        camera.publish(rgb_to_image_msg(episode.frames[min(index, last)], header))
+        next_tick += period
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    camera_done.set()
+
+
+def _start_node(args, context, threshold: float):
+    from rclpy.parameter import Parameter
+
+    from actedit_ros.ros.goal_node import GoalNode
+
+    return GoalNode(context=context, parameter_overrides=[
+        Parameter("model_path", value=args.model_path),
+        Parameter("device", value=args.device),
+        Parameter("steps", value=args.steps),
+        Parameter("seed", value=args.seed),
+        Parameter("torch_threads", value=args.torch_threads),
+        Parameter("reached_threshold", value=threshold),
+        Parameter("progress_scorer", value=args.progress_scorer),
+        Parameter("stale_timeout", value=0.5),
+    ])
+
+
+def _plan(args, episode, instruction, client, planner: DemoPlanner, camera):
+    """The planner's run: the goal, the replayed action, the result, the camera stopping. Returns the result."""
+    stop, camera_done = threading.Event(), threading.Event()
+    camera_thread = threading.Thread(target=_camera_loop, name="demo-camera", daemon=True,
+                                     args=(args, episode, client, camera, planner, stop, camera_done))
+    try:
+        _wait(lambda: camera.get_subscription_count() > 0, 30)
+        camera_thread.start()
+        print(f"planner: sending the reach_visual_goal goal {instruction!r} (from the latest camera frame) ...",
+              flush=True)
+        handle, result = planner.send(instruction)
+        print("camera: replaying the action ...", flush=True)
+        _wait(lambda: result.done() or camera_done.is_set())
+        _wait(result.done, 5.0)  # the camera stopped: the goal is reached or ends
+        if not result.done():
+            cancel = handle.cancel_goal_async()
+            _wait(lambda: cancel.done() and result.done(), 10.0)
+        outcome = result.result().result if result.done() else None
+        print(f"planner: action result: {'reached' if outcome and outcome.reached else 'not reached'}: "
+              f"{outcome.message if outcome else 'no result'}", flush=True)
+        camera_thread.join()
+        # Let the node notice the camera stopped (progress flagged stale).
+        _wait(lambda: any(r.stale for r in planner.rows), 5.0)
+        return outcome
+    finally:
+        stop.set()
+
+
 def run(args) -> Path:
     # Import the heavy parts here so --help is instant.
     import rclpy
-    from rclpy.parameter import Parameter
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
 
     from actedit_ros.editing import default_model_is_placeholder
-    from actedit_ros.msg import GoalImage, Progress
-    from actedit_ros.ros.conversions import image_msg_to_rgb, rgb_to_image_msg
-    from actedit_ros.ros.goal_node import GoalNode, spin_in_background
-    from actedit_ros.srv import PredictGoal
+    from actedit_ros.ros.conversions import image_msg_to_rgb
+    from actedit_ros.ros.goal_node import spin_in_background
 
     started = time.monotonic()
     placeholder = args.model_path == "" and default_model_is_placeholder()
@@ -189,116 +349,33 @@ def run(args) -> Path:
     context = rclpy.Context()
     rclpy.init(context=context)
     threshold = 0.8
-    node = GoalNode(context=context, parameter_overrides=[
-        Parameter("model_path", value=args.model_path),
-        Parameter("device", value=args.device),
-        Parameter("steps", value=args.steps),
-        Parameter("seed", value=args.seed),
-        Parameter("torch_threads", value=args.torch_threads),
-        Parameter("reached_threshold", value=threshold),
-        Parameter("progress_scorer", value=args.progress_scorer),
-        Parameter("stale_timeout", value=0.5),
-    ])
+    node = _start_node(args, context, threshold)
     client = rclpy.create_node("demo_planner", context=context)
     executor, spin_thread = spin_in_background(node, num_threads=4)
     executor.add_node(client)
-
-    stamp_to_frame: dict[tuple[int, int], int] = {}
-    rows: list[ProgressRow] = []
-    requested_at = [0.0]
-    camera_done = threading.Event()
-    goal_ready = threading.Event()
-    stop = threading.Event()
-
-    def on_progress(msg: Progress) -> None:
-        index = stamp_to_frame.get((msg.header.stamp.sec, msg.header.stamp.nanosec), -1)
-        row = ProgressRow(seconds=time.monotonic() - requested_at[0], frame=index,
-                          true_progress=float(episode.progress[index]) if index >= 0 else float("nan"),
-                          progress=msg.progress, raw_progress=msg.raw_progress, similarity=msg.similarity,
-                          reached=msg.reached, registered=msg.registered, stale=msg.stale)
-        rows.append(row)
-        if not args.quiet:
-            flag = " STALE (camera stopped)" if msg.stale else ""
-            print(f"  t={row.seconds:5.2f}s frame {index:3d}/{len(episode.frames) - 1} progress {msg.progress:.2f} "
-                  f"(raw {msg.raw_progress:.2f}, true {row.true_progress:.2f}) "
-                  f"{'REACHED' if msg.reached else 'not reached'}{flag}", flush=True)
-
-    client.create_subscription(Progress, "/goal_node/progress", on_progress, 100)
-    goals: list[GoalImage] = []
-    client.create_subscription(GoalImage, "/goal_node/goal", goals.append, QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    planner = DemoPlanner(client, episode, args.quiet)
     camera = client.create_publisher(Image, "/goal_node/image", QoSProfile(depth=1,
                                                                           reliability=ReliabilityPolicy.BEST_EFFORT))
-    predict = client.create_client(PredictGoal, "/goal_node/predict_goal")
-
-    def camera_loop() -> None:
-        """Stream the start frame until the goal exists, then the action, hold its last frame, then go silent."""
-        period = 1.0 / args.rate
-        index = 0
-        last = len(episode.frames) - 1
-        hold_ticks = round(args.hold * args.rate)
-        next_tick = time.monotonic()
-        while not stop.is_set():
-            if goal_ready.is_set():
-                index += 1
-                if index > last + hold_ticks:
-                    break
-            now = client.get_clock().now()
-            header = Header(stamp=now.to_msg(), frame_id="head_camera")
-            stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = min(index, last)
-            camera.publish(rgb_to_image_msg(episode.frames[min(index, last)], header))
-            next_tick += period
-            time.sleep(max(0.0, next_tick - time.monotonic()))
-        camera_done.set()
-
     try:
-        deadline = time.monotonic() + 30
-        while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not predict.wait_for_service(timeout_sec=30):
-            raise RuntimeError("the goal node's predict_goal service did not come up")
-        camera_thread = threading.Thread(target=camera_loop, name="demo-camera", daemon=True)
-        camera_thread.start()
-        print(f"planner: asking for the goal of {instruction!r} (from the latest camera frame) ...", flush=True)
-        for _attempt in range(100):  # until the first camera frame has reached the node
-            requested_at[0] = time.monotonic()
-            future = predict.call_async(PredictGoal.Request(instruction=instruction, seed=-1))
-            while not future.done():
-                time.sleep(0.01)
-            response = future.result()
-            if response.success or "no camera frame" not in response.message:
-                break
-            time.sleep(0.1)
-        goal_at = time.monotonic() - requested_at[0]
-        print(f"planner: {'OK' if response.success else 'FAILED'}: {response.message}", flush=True)
-        if not response.success:
-            raise RuntimeError(f"the goal node could not predict a goal: {response.message}")
-        goal_ready.set()
-        deadline = time.monotonic() + 10
-        while not any(g.goal_id == response.goal_id for g in goals) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        latched = [g for g in goals if g.goal_id == response.goal_id]
-        start_rgb = image_msg_to_rgb(latched[-1].start_image) if latched else episode.frames[0]
-        print("camera: replaying the action ...", flush=True)
-        camera_thread.join()
-        # Let the node notice the camera stopped (progress flagged stale).
-        deadline = time.monotonic() + 5
-        while not any(r.stale for r in rows) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _plan(args, episode, instruction, client, planner, camera)
     finally:
         progress_model_path = node.progress_model.path
-        stop.set()
         executor.shutdown()
         spin_thread.join(10)
+        planner.action.destroy()
         client.destroy_node()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 
+    latched = [g for g in planner.goals if g.goal_id == planner.goal_id]
+    start_rgb = image_msg_to_rgb(latched[-1].start_image) if latched else episode.frames[0]
+    prediction_time = latched[-1].prediction_time if latched else planner.goal_at
+    rows = planner.rows
     save_png(run_dir / "start.png", start_rgb)
-    save_png(run_dir / "goal.png", image_msg_to_rgb(response.goal_image))
+    save_png(run_dir / "goal.png", image_msg_to_rgb(planner.goal_image))
     save_png(run_dir / "last.png", episode.frames[-1])
     oracle = oracle_progress(episode, rows, start_rgb, threshold, args.progress_scorer)
-    plot_progress(run_dir / "progress.png", rows, instruction, goal_at, threshold, placeholder, oracle)
+    plot_progress(run_dir / "progress.png", rows, instruction, planner.goal_at, threshold, placeholder, oracle)
     with open(run_dir / "progress.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(list(ProgressRow.__dataclass_fields__))
@@ -313,7 +390,7 @@ def run(args) -> Path:
     print(f"summary: {len(live)} live progress messages, {len(rows) - len(live)} stale; final progress "
           f"{live[-1].progress:.2f} (true {live[-1].true_progress:.2f}{oracle_note}); "
           f"reached: {any(r.reached for r in live)}; goal in "
-          f"{response.prediction_time:.2f} s; total {time.monotonic() - started:.1f} s" if live else
+          f"{prediction_time:.2f} s; total {time.monotonic() - started:.1f} s" if live else
           "summary: no live progress messages arrived", flush=True)
     print(f"run folder: {run_dir.resolve()}", flush=True)
     return run_dir

@@ -185,7 +185,7 @@ class GoalActionServer:
                 last = msg
                 tracked.handle.publish_feedback(Feedback(
                     phase="tracking", goal_id=msg.goal_id, progress=msg.progress, raw_progress=msg.raw_progress,
-                    reached=msg.reached, registered=msg.registered, stale=msg.stale, frame_stamp=msg.header.stamp,
+                    similarity=msg.similarity, reached=msg.reached, registered=msg.registered, stale=msg.stale, frame_stamp=msg.header.stamp,
                     elapsed=self._elapsed(tracked)))
                 if msg.reached and not msg.stale:
                     return self._finish(tracked, Result.REACHED, f"reached goal {msg.goal_id} (progress "
