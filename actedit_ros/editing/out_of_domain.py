@@ -62,9 +62,13 @@ def load_threshold(model_dir: str | Path) -> tuple[float, Path] | None:
 
 
 @torch.no_grad()
-def reconstruction_psnr(vae, resized: np.ndarray, latents: torch.Tensor) -> float:
-    """PSNR (dB) of the VAE's decode of ``latents`` (the unscaled encoding of ``resized``) against ``resized``."""
+def decode_latents(vae, latents: torch.Tensor) -> np.ndarray:
+    """The VAE's decode of unscaled ``latents`` (1, 4, h, w) as an RGB uint8 image: what the model makes of a frame."""
     decoded = vae.decode(latents.to(vae.dtype), return_dict=False)[0].float().nan_to_num(0.0)
-    pixels = ((decoded.clamp(-1, 1) + 1) * 127.5)[0].permute(1, 2, 0).cpu().numpy()
-    mse = float(np.mean((pixels - resized.astype(np.float64)) ** 2))
+    return ((decoded.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+
+
+def reconstruction_psnr(reconstruction: np.ndarray, resized: np.ndarray) -> float:
+    """PSNR (dB) of the VAE's reconstruction of a frame against the frame (both RGB uint8 at the working size)."""
+    mse = float(np.mean((reconstruction.astype(np.float64) - resized.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -27,7 +27,8 @@ import torch
 
 from .loading import EditActionComponents, load_components, make_scheduler
 from .model_store import resolve_model_path
-from .out_of_domain import DomainCheck, load_threshold, reconstruction_psnr
+from .compositing import change_mask, composite_goal
+from .out_of_domain import DomainCheck, decode_latents, load_threshold, reconstruction_psnr
 from .ranking import DEFAULT_NEGATIVES, instruction_scores, scoring_scheduler
 
 MAX_INSTRUCTION_CHARS = 1000
@@ -47,6 +48,8 @@ class GoalPrediction:
     scores: list[float] = field(default_factory=list)  # ranking score per image (best first); empty for one candidate
     domain: DomainCheck | None = None  # the out-of-domain check of the start frame (None: the model ships no threshold)
     warnings: list[str] = field(default_factory=list)  # what makes this goal unreliable (out of domain)
+    composited: bool = False  # True: outside the predicted change each image is the start frame itself
+    change_fractions: list[float] = field(default_factory=list)  # per image: share of the frame the change covers
 
     @property
     def image(self) -> np.ndarray:
@@ -97,6 +100,7 @@ class GoalPredictor:
         self._cache_size = cache_size
         self._blank_embedding: torch.Tensor | None = None
         self._domain_cache: OrderedDict[tuple, DomainCheck] = OrderedDict()
+        self._reconstruction_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._noise_scheduler = None  # the training-time schedule, built on the first ranking
         # The out-of-domain threshold ships in the model directory (None: the check is off).
         self.domain_threshold = load_threshold(components.model_path)
@@ -208,11 +212,12 @@ class GoalPredictor:
 
     def predict(self, image: np.ndarray, instruction: str, steps: int = 20, text_guidance: float = 7.5,
                 image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1,
-                negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES) -> GoalPrediction:
+                negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, composite: bool = False) -> GoalPrediction:
         """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``.
 
         With more than one candidate they are ranked (:mod:`.ranking`, against ``negative_instructions``) and
-        returned best first with their scores.
+        returned best first with their scores. ``composite``: outside the change the editor predicts, each goal is
+        the start frame itself (:mod:`.compositing`); the plain output otherwise.
         """
         instruction = validate_instruction(instruction)
         image = validate_image(image)
@@ -253,6 +258,10 @@ class GoalPredictor:
                 pixels = pixels[order]
             interpolation = cv2.INTER_CUBIC if width * height > size[0] * size[1] else cv2.INTER_AREA
             images = [cv2.resize(p, (width, height), interpolation=interpolation) for p in pixels]
+            reconstruction = self._start_reconstruction(image, size, start_latents)
+            masks = [change_mask(p, reconstruction) for p in pixels]
+            if composite:
+                images = [composite_goal(image, goal, mask) for goal, mask in zip(images, masks)]
             domain = self._check_domain(image, size, start_latents)
             seconds = time.perf_counter() - started
         if (width, height) != size:
@@ -262,7 +271,8 @@ class GoalPredictor:
         warnings = [domain.warning()] if domain is not None and domain.out_of_domain else []
         return GoalPrediction(images=images, seconds=seconds, seed=int(seed), steps=int(steps),
                               fp32_fallback=fp32_fallback, notes=notes, scores=scores, domain=domain,
-                              warnings=warnings)
+                              warnings=warnings, composited=bool(composite),
+                              change_fractions=[float(m.mean()) for m in masks])
 
     @torch.no_grad()
     def _goal_latents(self, goals: list[np.ndarray]) -> torch.Tensor:
@@ -313,8 +323,19 @@ class GoalPredictor:
         if cached is None:
             resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             min_psnr, path = self.domain_threshold
-            cached = DomainCheck(reconstruction_psnr(self.components.vae, resized, start_latents), min_psnr, path)
+            psnr = reconstruction_psnr(self._start_reconstruction(image, size, start_latents), resized)
+            cached = DomainCheck(psnr, min_psnr, path)
             self._remember(self._domain_cache, key, cached)
+        return cached
+
+    def _start_reconstruction(self, image: np.ndarray, size: tuple[int, int], start_latents: torch.Tensor):
+        """The VAE's decode of the start frame's latents (RGB uint8, working size), cached like the latents: what
+        the model's own decoder makes of the unchanged scene."""
+        key = (hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest(), image.shape, size)
+        cached = self._reconstruction_cache.get(key)
+        if cached is None:
+            cached = decode_latents(self.components.vae, start_latents)
+            self._remember(self._reconstruction_cache, key, cached)
         return cached
 
     def check_domain(self, image: np.ndarray) -> DomainCheck | None:

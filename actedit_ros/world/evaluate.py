@@ -38,6 +38,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def sharpness(rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image: about 2 for the v2 default's goals, hundreds for camera frames."""
+    return float(cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     from actedit_ros.progress.metrics import ssim
 
@@ -66,14 +71,16 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                     text_guidance: float, image_guidance: float, seed: int, device: str,
                     sheet_path: Path | None = None, scheduler: str = "auto",
                     best_of: tuple[int, ...] = (1,), negatives: str = "empty",
-                    wordings: tuple[str, ...] = ("world",)) -> list[dict]:
+                    wordings: tuple[str, ...] = ("world",), goal_modes: tuple[str, ...] = ("plain",)) -> list[dict]:
     """One record per (episode, wording, model, N in ``best_of``) with the metrics; the copy baseline is the model
     named COPY (once per episode).
 
     For N > 1 the model samples N candidates and the record is about the one it ranks first; the record's
     ``any_correct`` says whether any candidate showed the true end state (what a perfect ranking would reach).
     ``negatives`` picks the ranking's negative instructions (:func:`.best_of_n.rank_negatives`); ``wordings``:
-    the episode's own instruction ("world") and/or a held-out rewording ("heldout", phrasing "heldout").
+    the episode's own instruction ("world") and/or a held-out rewording ("heldout", phrasing "heldout");
+    ``goal_modes``: the plain goal and/or the composite (start frame outside the predicted change), the latter
+    recorded as "<model>+composite".
     """
     from actedit_ros.editing import GoalPredictor
 
@@ -90,17 +97,20 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                       "held_out_combo": ep.held_out_combo, "instruction": instruction}
             outputs = {COPY: (start, 0.0, {})} if wording == wordings[0] else {}
             for name, predictor in predictors.items():
-                for n in best_of:
+                for n, mode in ((n, mode) for n in best_of for mode in goal_modes):
                     pred = predictor.predict(start, instruction, steps=steps, text_guidance=text_guidance,
                                              image_guidance=image_guidance, seed=seed, num_candidates=n,
-                                             negative_instructions=rank_negatives(ep, negatives))
-                    extra = {}
+                                             negative_instructions=rank_negatives(ep, negatives),
+                                             composite=mode == "composite")
+                    extra = {"change_fraction": pred.change_fractions[0]}
                     if len(best_of) > 1:
-                        extra = {"best_of": n, "any_correct": any(readout.read(im).correct for im in pred.images)}
-                    outputs[model_label(name, n, best_of)] = (pred.images[0], pred.seconds, extra)
+                        extra.update(best_of=n, any_correct=any(readout.read(im).correct for im in pred.images))
+                    label = model_label(name, n, best_of) + ("+composite" if mode == "composite" else "")
+                    outputs[label] = (pred.images[0], pred.seconds, extra)
             for name, (image, seconds, extra) in outputs.items():
                 read = readout.read(image)
                 records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
+                                "sharpness": sharpness(image),
                                 "correct": bool(read.correct), "read_as": read.label, "seconds": seconds,
                                 "candidates": len(read.distances), **extra})
             labels = [n for n in outputs if n != COPY]
@@ -143,6 +153,7 @@ def _write_sheet(path: Path, rows, columns: list[str]) -> None:
 
 def _summary(records: list[dict]) -> dict:
     return {"n": len(records), "psnr": float(np.mean([r["psnr"] for r in records])),
+            "sharpness": float(np.mean([r.get("sharpness", np.nan) for r in records])),
             "ssim": float(np.mean([r["ssim"] for r in records])),
             "accuracy": float(np.mean([r["correct"] for r in records]))}
 
@@ -154,9 +165,9 @@ def markdown_tables(records: list[dict], command: str) -> str:
     for r in records:
         by[r["model"]].append(r)
     lines = [f"Command: `{command}`", ""]
-    lines += ["| model | episodes | PSNR (dB) | SSIM | action acc. | acc. template | acc. paraphrase | "
+    lines += ["| model | episodes | PSNR (dB) | SSIM | sharpness | action acc. | acc. template | acc. paraphrase | "
               "acc. unseen verb | acc. held-out wording | acc. fixed cam | acc. head cam | acc. held-out combos |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in models:
         rs = by[m]
         s = _summary(rs)
@@ -165,7 +176,8 @@ def markdown_tables(records: list[dict], command: str) -> str:
             sel = [r["correct"] for r in rs if pred(r)]
             return f"{100 * np.mean(sel):.0f}% ({len(sel)})" if sel else "-"
 
-        lines.append(f"| {m} | {s['n']} | {s['psnr']:.2f} | {s['ssim']:.3f} | {100 * s['accuracy']:.1f}% | "
+        lines.append(f"| {m} | {s['n']} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['sharpness']:.0f} | "
+                     f"{100 * s['accuracy']:.1f}% | "
                      f"{acc(lambda r: r['phrasing'] == 'template')} | {acc(lambda r: r['phrasing'] == 'paraphrase')} | "
                      f"{acc(lambda r: r['phrasing'] == 'unseen_verb')} | {acc(lambda r: r['phrasing'] == 'heldout')} | "
                      f"{acc(lambda r: r['regime'] == 'fixed')} | "
@@ -230,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "rewording from the held-out wording set that training never sees (heldout: new verbs, "
                              "synonyms, colour/kind-only references, planner frames, typos), or both (the copy "
                              "baseline is counted once)")
+    parser.add_argument("--goal-mode", nargs="+", choices=("plain", "composite"), default=["plain"],
+                        help="goal images to score: the editor's plain output and/or the composite (the start frame "
+                             "outside the change the editor predicts, as the node's goal_mode: composite gives)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
@@ -286,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         records = evaluate_models(models, args.episodes, tuple(args.size), args.steps, args.text_guidance,
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
                                   args.scheduler, best_of, args.rank_negatives,
-                                  WORDINGS if args.wording == "both" else (args.wording,))
+                                  WORDINGS if args.wording == "both" else (args.wording,),
+                                  tuple(dict.fromkeys(args.goal_mode)))
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
