@@ -2,6 +2,7 @@
 
     ros2 launch actedit_ros goal_node.launch.py image_topic:=/camera/color/image_raw device:=cuda
     ros2 launch actedit_ros goal_node.launch.py --show-args     # every argument with its description
+    ros2 launch actedit_ros goal_node.launch.py managed:=true   # the lifecycle node, configured and activated
     ros2 launch actedit_ros goal_node.launch.py \
         fastdds_profile:=$(ros2 pkg prefix actedit_ros)/share/actedit_ros/config/fastdds_large_frames.xml
 
@@ -9,11 +10,15 @@ Every node-parameter argument defaults to "" meaning "keep the value from config
 When the node exits on its own with a non-zero code (e.g. model_path names no model), the launch stops and
 `ros2 launch` exits non-zero too, so scripts and supervisors see the failure.
 """
+import lifecycle_msgs.msg
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 
 # (node parameter, type, description). test/test_launch.py checks these against the node's declared parameters.
@@ -68,9 +73,7 @@ def _node(context):
         except ValueError as err:
             raise ValueError(f"launch argument {name}:={value!r} must be a {kind}") from err
     profile = LaunchConfiguration("fastdds_profile").perform(context)
-    node = Node(
-        package="actedit_ros",
-        executable="goal_node",
+    common = dict(
         name=LaunchConfiguration("node_name"),
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("config_file"), overrides],
@@ -79,7 +82,26 @@ def _node(context):
         emulate_tty=True,
         additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else None,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_fail_on_error_exit))]
+    managed = LaunchConfiguration("managed").perform(context).lower()
+    if managed not in ("true", "false"):
+        raise ValueError(f"launch argument managed:={managed!r} must be true or false")
+    if managed == "false":
+        node = Node(package="actedit_ros", executable="goal_node", **common)
+        return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_fail_on_error_exit))]
+    node = LifecycleNode(package="actedit_ros", executable="goal_lifecycle_node", **common)
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_fail_on_error_exit))] + \
+        _drive_to_active(node)
+
+
+def _drive_to_active(node) -> list:
+    """configure now; activate once configuring has ended in inactive (launch_ros's lifecycle events)."""
+    def transition(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+    activate = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+        entities=[transition(lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE)]))
+    return [activate, transition(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -91,6 +113,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("node_name", default_value="goal_node",
                               description="Name of the node (its services and topics are ~/predict_goal, ...)."),
         DeclareLaunchArgument("log_level", default_value="info", description="Logging level: debug, info, warn, ..."),
+        DeclareLaunchArgument("managed", default_value="false",
+                              description="true: start the managed (lifecycle) node goal_lifecycle_node and drive it "
+                                          "to active (configure: the model loads; activate: topics and services "
+                                          "come up); false: the plain goal_node."),
         DeclareLaunchArgument("fastdds_profile", default_value="",
                               description="Fast DDS XML profile for the node's participant (sets "
                                           "FASTDDS_DEFAULT_PROFILES_FILE), e.g. the package's "

@@ -39,7 +39,7 @@ fi
 # shellcheck source=/dev/null
 . scripts/env.sh
 # The install holds a copy of the Python sources too (so `ros2 run`/`ros2 launch` work from it): rebuild when they change.
-ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv action/*.action scripts/actedit_goal_node launch/* config/* \
+ifc_hash=$(hash_of CMakeLists.txt package.xml msg/*.msg srv/*.srv action/*.action scripts/actedit_goal_* launch/* config/* \
   .venv/.actedit-req $(git ls-files -co --exclude-standard 'actedit_ros/*.py' 2>/dev/null | sort))
 if [ "$(cat install/.actedit-ifc 2>/dev/null)" != "$ifc_hash" ]; then
   echo "[setup] building ROS 2 interfaces with colcon"

@@ -35,6 +35,7 @@ def test_install_alone_provides_interfaces_and_python_modules(tmp_path, colcon_i
 
 def test_install_has_node_executable_launch_and_config(colcon_install):
     assert os.access(colcon_install / "lib" / "actedit_ros" / "goal_node", os.X_OK)
+    assert os.access(colcon_install / "lib" / "actedit_ros" / "goal_lifecycle_node", os.X_OK)
     assert list((colcon_install / "share" / "actedit_ros" / "launch").glob("*.launch.py"))
     assert list((colcon_install / "share" / "actedit_ros" / "config").glob("*.yaml"))
     assert (colcon_install / "share" / "actedit_ros" / "package.xml").is_file()

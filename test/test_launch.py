@@ -71,6 +71,26 @@ def test_launch_file_structure():
     assert declared and all(any(k.arg == "description" for k in c.keywords) for c in declared)
 
 
+def test_launch_file_starts_the_managed_node_and_drives_it_to_active():
+    """managed:=true: a launch_ros LifecycleNode running the installed goal_lifecycle_node, configured at once and
+    activated when configuring ends in inactive (launch_ros's documented ChangeState / OnStateTransition events)."""
+    source = LAUNCH_FILE.read_text()
+    tree = ast.parse(source)
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    lifecycle_calls = [c for c in calls if getattr(c.func, "id", "") == "LifecycleNode"]
+    assert len(lifecycle_calls) == 1
+    assert ast.literal_eval({k.arg: k.value for k in lifecycle_calls[0].keywords}["executable"]) == "goal_lifecycle_node"
+    assert "RENAME goal_lifecycle_node" in (ROOT / "CMakeLists.txt").read_text()
+    assert (ROOT / "scripts" / "actedit_goal_lifecycle_node").is_file()
+    handlers = [c for c in calls if getattr(c.func, "id", "") == "OnStateTransition"]
+    assert len(handlers) == 1
+    keywords = {k.arg: k.value for k in handlers[0].keywords}
+    assert ast.literal_eval(keywords["start_state"]) == "configuring"
+    assert ast.literal_eval(keywords["goal_state"]) == "inactive"
+    assert "TRANSITION_CONFIGURE" in source and "TRANSITION_ACTIVATE" in source
+    assert 'DeclareLaunchArgument("managed", default_value="false"' in source
+
+
 needs_launch_ros = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                                       reason="launch_ros is not installed (not on PyPI)")
 # What `ros2 launch FILE name:=value ...` does (ros2launch.api.launch_a_launch_file), minus ros2cli.

@@ -66,6 +66,11 @@ class GoalActionServer:
     def destroy(self) -> None:
         self._server.destroy()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no goal is executing (after begin_shutdown ended them); True when none is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._active, timeout)
+
     def notify(self) -> None:
         with self._cond:
             self._changes += 1
@@ -137,6 +142,7 @@ class GoalActionServer:
         finally:
             with self._cond:
                 self._active.pop(tracked.key, None)
+                self._cond.notify_all()
 
     def _run(self, tracked: _Tracked):
         goal = tracked.handle.request

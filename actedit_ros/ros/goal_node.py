@@ -22,6 +22,9 @@ Interfaces (all names private to the node, so ``ros2 run actedit_ros goal_node``
   feedback per scored frame (:mod:`actedit_ros.ros.goal_action`); same prediction path and goal as the service
   (:mod:`actedit_ros.ros.goal_prediction`).
 
+:class:`GoalNodeCore` holds all of this; :class:`GoalNode` runs it as a plain node, and
+:class:`~actedit_ros.ros.goal_lifecycle_node.GoalLifecycleNode` as a managed one (``goal_lifecycle_node``).
+
 Concurrency: camera callbacks and the stale timer share one mutually exclusive callback group; the services run in
 a reentrant group, so under a MultiThreadedExecutor (what :func:`main` uses) a prediction never stalls the camera or
 progress publishing. One prediction runs at a time: a ``predict_goal`` call that arrives while another is being
@@ -74,36 +77,19 @@ NODE_NAME = "goal_node"
 PREDICTION_STOP_WAIT = 30.0  # seconds destroy_node waits, after begin_shutdown, for a cancelled prediction to end
 
 
-class GoalNode(GoalPredictionMixin, Node):
-    """Serves visual goals and publishes progress toward them. See the module docstring for the interfaces."""
+class GoalNodeCore(GoalPredictionMixin):
+    """What the plain :class:`GoalNode` and the managed
+    :class:`~actedit_ros.ros.goal_lifecycle_node.GoalLifecycleNode` share, in steps each calls when it needs them:
+    parameters and state, the model, the prediction thread, the interfaces, and their teardown. Mixed into an rclpy
+    ``Node`` (or ``LifecycleNode``)."""
 
-    def __init__(self, predictor: GoalPredictor | None = None, node_name: str = NODE_NAME, **node_kwargs):
-        super().__init__(node_name, **node_kwargs)
+    def _declare_node_parameters(self) -> None:
         for parameter in NODE_PARAMETERS:
             self.declare_parameter(parameter.name, parameter.default, parameter.descriptor())
         self._check_choices()
         self.add_on_set_parameters_callback(self._refuse_bad_choices)
 
-        torch.set_num_threads(self.param("torch_threads") or max(1, (os.cpu_count() or 2) - 1))
-        model_path = self.param("model_path")
-        # True when this node loads the random stand-in because no trained default model ships yet.
-        self.placeholder_model = predictor is None and model_path == "" and default_model_is_placeholder()
-        if predictor is None:
-            predictor = GoalPredictor.from_pretrained(model_path or None, device=self.param("device"),
-                                                      dtype=self.param("dtype") or None,
-                                                      scheduler=self.param("scheduler"))
-        if self.param("resolution") > 0:
-            predictor.resolution = self.param("resolution")
-        self.predictor = predictor
-        if self.placeholder_model:
-            self.get_logger().warning(
-                "no trained default model ships with this package: using a RANDOMLY INITIALISED placeholder model "
-                "(goal images will look like noise). Set model_path to a trained model.")
-        self.get_logger().info(f"model {predictor.components.model_path} on {predictor.device} "
-                               f"(working resolution {predictor.resolution})")
-        # Loaded even while progress_scorer is "pixel", so switching it at run time needs no load.
-        self.progress_model = load_progress_model(self.param("progress_model_path") or None)
-
+    def _init_state(self) -> None:
         self._state_lock = threading.Lock()  # guards _latest_frame and _goal
         self._predict_lock = threading.Lock()  # held while a prediction runs
         # Held while the goal is cleared and "no goal" published, and while a new goal is published if it is still
@@ -119,16 +105,55 @@ class GoalNode(GoalPredictionMixin, Node):
         self._stopping: str | None = None  # why the node is shutting down (begin_shutdown); None while serving
         self.dropped_frames = 0  # camera frames that could not be decoded (corrupt JPEG, bad encoding, ...)
         self.stats = NodeStats()  # counters read by /diagnostics (actedit_ros.ros.diagnostics)
+        self.predictor: GoalPredictor | None = None
+        self.progress_model = None
+        self.goal_action: GoalActionServer | None = None
+        self._prediction_thread: PredictionWorker | None = None
+        self._cancel_hooks: list = []
+
+    def _load_model(self, predictor: GoalPredictor | None) -> None:
+        """The editing model (``predictor``, or loaded from ``model_path``) and the progress model."""
+        torch.set_num_threads(self.param("torch_threads") or max(1, (os.cpu_count() or 2) - 1))
+        model_path = self.param("model_path")
+        # True when this node loads the random stand-in because no trained default model ships yet.
+        self.placeholder_model = predictor is None and model_path == "" and default_model_is_placeholder()
+        if predictor is None:
+            predictor = GoalPredictor.from_pretrained(model_path or None, device=self.param("device"),
+                                                      dtype=self.param("dtype") or None,
+                                                      scheduler=self.param("scheduler"))
+        if self.param("resolution") > 0:
+            predictor.resolution = self.param("resolution")
+        if self.placeholder_model:
+            self.get_logger().warning(
+                "no trained default model ships with this package: using a RANDOMLY INITIALISED placeholder model "
+                "(goal images will look like noise). Set model_path to a trained model.")
+        self.get_logger().info(f"model {predictor.components.model_path} on {predictor.device} "
+                               f"(working resolution {predictor.resolution})")
+        # Loaded even while progress_scorer is "pixel", so switching it at run time needs no load.
+        self.progress_model = load_progress_model(self.param("progress_model_path") or None)
+        self.predictor = predictor
+
+    def _start_prediction_thread(self) -> None:
         # One prediction at a time, on its own low-priority thread (on Linux, threads it starts inherit the priority).
-        self._prediction_thread = PredictionWorker(f"{node_name}-prediction")
+        self._prediction_thread = PredictionWorker(f"{self.get_name()}-prediction")
         # Once the node begins shutting down, a running prediction stops at its next UNet/VAE call (begin_shutdown).
-        components = predictor.components
+        components = self.predictor.components
         self._cancel_hooks = self._prediction_thread.cancel_on_forward(
             [m for m in (components.unet, getattr(components.vae, "encoder", None),
                          getattr(components.vae, "decoder", None)) if isinstance(m, torch.nn.Module)],
             lambda: self._stopping or self._prediction_cancel)
 
-        self._create_interfaces()
+    def _stop_prediction_thread(self) -> None:
+        """End the prediction thread (after begin_shutdown: wait up to PREDICTION_STOP_WAIT s for a cancelled
+        prediction to stop) and remove the cancel hooks from the model."""
+        if self._prediction_thread is not None:
+            if not self._prediction_thread.shutdown(PREDICTION_STOP_WAIT if self._stopping else 0.0):
+                if self._stopping:
+                    self.get_logger().warning(f"the cancelled prediction did not end within {PREDICTION_STOP_WAIT} s")
+            self._prediction_thread = None
+        for hook in self._cancel_hooks:
+            hook.remove()
+        self._cancel_hooks = []
 
     def _create_interfaces(self) -> None:
         """Publishers, camera subscriptions, timers and services (after the model and state exist)."""
@@ -160,6 +185,7 @@ class GoalNode(GoalPredictionMixin, Node):
                 CompressedImage, self.param("compressed_image_topic"), self._on_compressed_image, camera_qos,
                 callback_group=self._camera_group, event_callbacks=no_events)
         self.stale_timer = self.create_timer(0.05, self._check_stale, callback_group=self._camera_group)
+        self.publisher_check = None
         if reliability == ReliabilityPolicy.RELIABLE:  # a best-effort subscription matches every publisher
             self.publisher_check = CameraPublisherCheck(self, [self.image_sub, self.compressed_sub],
                                                         self._service_group)
@@ -174,17 +200,27 @@ class GoalNode(GoalPredictionMixin, Node):
         self.diagnostics = NodeDiagnostics(self)  # /diagnostics, 1 Hz, own callback group
         self.goal_action = GoalActionServer(self, self._service_group)  # ~/reach_visual_goal
 
-    def destroy_node(self) -> None:
-        prediction_thread = getattr(self, "_prediction_thread", None)  # absent when __init__ failed early
-        if prediction_thread is not None:
-            if not prediction_thread.shutdown(PREDICTION_STOP_WAIT if self._stopping else 0.0):
-                if self._stopping:
-                    self.get_logger().warning(f"the cancelled prediction did not end within {PREDICTION_STOP_WAIT} s")
-            for hook in getattr(self, "_cancel_hooks", ()):
-                hook.remove()
-        if getattr(self, "goal_action", None) is not None:
+    def _destroy_interfaces(self) -> None:
+        """Undo _create_interfaces (the managed node's deactivate): every publisher, subscription, timer, service
+        and the action server; the camera state and the goal go with them."""
+        if self.goal_action is not None:
             self.goal_action.destroy()
-        super().destroy_node()
+            self.goal_action = None
+        timers = [self.stale_timer, self.diagnostics.timer] + ([self.publisher_check.timer] if self.publisher_check
+                                                                else [])
+        for timer in timers:
+            self.destroy_timer(timer)
+        self.publisher_check = None
+        for subscription in (self.image_sub, self.compressed_sub):
+            if subscription is not None:
+                self.destroy_subscription(subscription)
+        for service in (self.predict_srv, self.clear_srv):
+            self.destroy_service(service)
+        for publisher in (self.goal_pub, self.goal_image_pub, self.progress_pub, self.diagnostics.publisher):
+            self.destroy_publisher(publisher)
+        with self._state_lock:
+            self._goal, self._latest_frame = None, None
+            self._generation += 1
 
     # ------------------------------------------------------------------------------------------------ helpers
     def param(self, name: str):
@@ -255,7 +291,8 @@ class GoalNode(GoalPredictionMixin, Node):
         goal.last_progress = msg
         self.stats.frames_scored += 1
         self.progress_pub.publish(msg)
-        self.goal_action.on_progress(msg)
+        if self.goal_action is not None:
+            self.goal_action.on_progress(msg)
 
     def _check_stale(self) -> None:
         timeout = self.param("stale_timeout")
@@ -279,7 +316,8 @@ class GoalNode(GoalPredictionMixin, Node):
             msg.stale = True
             msg.frame_age = self._frame_age(msg.header)
         self.progress_pub.publish(msg)
-        self.goal_action.on_progress(msg)
+        if self.goal_action is not None:
+            self.goal_action.on_progress(msg)
 
     # ------------------------------------------------------------------------------------------------ services
     def _on_clear_goal(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -314,6 +352,26 @@ class GoalNode(GoalPredictionMixin, Node):
         action = getattr(self, "goal_action", None)
         if action is not None:
             action.notify()
+
+
+class GoalNode(GoalNodeCore, Node):
+    """Serves visual goals and publishes progress toward them. See the module docstring for the interfaces."""
+
+    def __init__(self, predictor: GoalPredictor | None = None, node_name: str = NODE_NAME, **node_kwargs):
+        super().__init__(node_name, **node_kwargs)
+        self._init_state()
+        self._declare_node_parameters()
+        self._load_model(predictor)
+        self._start_prediction_thread()
+        self._create_interfaces()
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_cancel_hooks"):  # absent when __init__ failed early
+            self._stop_prediction_thread()
+        if getattr(self, "goal_action", None) is not None:
+            self.goal_action.destroy()
+            self.goal_action = None
+        super().destroy_node()
 
 
 def spin_in_background(node: Node, num_threads: int = 4) -> tuple[MultiThreadedExecutor, threading.Thread]:

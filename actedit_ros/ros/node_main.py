@@ -36,9 +36,9 @@ CALLBACK_GRACE = 0.3  # seconds for callbacks already taken to start (and see be
 RESPONSE_GRACE = 0.2  # seconds for responses just sent to reach their callers before the node's endpoints go
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="ROS 2 node that predicts visual goal images for instructions and publishes progress toward "
                     f"them. Configure it with ROS parameters, e.g. --ros-args --params-file {INSTALLED_PARAMS} "
                     "-p model_path:=/path/to/model -r '~/image:=/camera/image_raw' (quoted: shells expand ~/).")
@@ -106,26 +106,28 @@ def _spin_until_stopped(node, executor: MultiThreadedExecutor) -> None:
         time.sleep(RESPONSE_GRACE)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lib/actedit_ros/goal_node`` (``ros2 run actedit_ros goal_node --ros-args ...``)."""
+def main(argv: list[str] | None = None, node_class=None, prog: str = PROG) -> int:
+    """Entry point of ``lib/actedit_ros/goal_node`` (``ros2 run actedit_ros goal_node --ros-args ...``); with
+    ``node_class`` GoalLifecycleNode, of ``goal_lifecycle_node`` (its model loads at ``configure``)."""
     from actedit_ros.ros.goal_node import GoalNode  # noqa: PLC0415 - goal_node re-exports this main
 
+    node_class = node_class or GoalNode
     argv = sys.argv if argv is None else argv
     context = rclpy.Context()
     node = None
     try:
         try:
-            args = _parser().parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
+            args = _parser(prog).parse_args(rclpy.utilities.remove_ros_args(argv)[1:])
             rclpy.init(args=argv, context=context, signal_handler_options=SignalHandlerOptions.NO)
         except RuntimeError as err:  # rclpy's UnknownROSArgsError / RCLInvalidROSArgsError
-            print(f"{PROG}: bad arguments: {ros_args_error(err)}", file=sys.stderr)
+            print(f"{prog}: bad arguments: {ros_args_error(err)}", file=sys.stderr)
             return 2
-        node = GoalNode(context=context)
+        node = node_class(context=context)
         executor = MultiThreadedExecutor(num_threads=max(2, args.threads), context=context)
         executor.add_node(node)
         _spin_until_stopped(node, executor)
     except (ModelLoadError, ValueError, rclpy.exceptions.ParameterException) as err:
-        print(f"{PROG}: cannot start: {err}", file=sys.stderr)
+        print(f"{prog}: cannot start: {err}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):  # during start-up, or a second signal while stopping
         pass
