@@ -152,6 +152,16 @@ def test_launch_ends_cleanly_on_ctrl_c(tmp_path, colcon_install):  # pragma: no 
 
 
 @needs_launch_ros
+def test_managed_launch_drives_the_lifecycle_node_to_active(tmp_path, colcon_install):  # pragma: no cover
+    """managed:=true: the lifecycle node is configured and activated by the launch ("ready:" is logged when its
+    interfaces come up, in activate), and Ctrl-C still ends the launch with 0."""
+    model = make_tiny_model(tmp_path / "tiny")
+    code, output = run_launch(colcon_install, [f"model_path:={model}", "device:=cpu", "torch_threads:=1",
+                                               "managed:=true"], interrupt_when="ready:")
+    assert "ready:" in output and code == 0, output
+
+
+@needs_launch_ros
 def test_launch_description_builds():  # pragma: no cover - runs on a ROS 2 install
     from launch.actions import DeclareLaunchArgument
 
