@@ -7,6 +7,10 @@ which makes ``reached`` deterministic. The embedded default editor with the lear
 episode is test_the_default_model_reaches_a_world_goal_with_the_learned_scorer.
 """
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -363,3 +367,41 @@ def test_bad_action_fields_are_refused_and_the_node_keeps_serving(ros, client, f
     goal, _ = start_tracking(ros, client, 2100, reached_threshold=0.5)
     goal.cancel()
     assert goal.result().result.reason == Result.CANCELLED
+
+
+# ------------------------------------------------------------------------------------------------- the process
+def test_ctrl_c_during_an_action_goal_ends_it_and_the_process_exits_cleanly(model_dir):
+    """The node as a process (1000 denoising steps: a minute here): SIGINT ends the goal with reason SHUTDOWN at
+    once, the result reaches the client, and the process exits 0 without leaking errors."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actedit_ros.ros.goal_node", "--ros-args", "-r", "__node:=sigint_action_node",
+         "-p", f"model_path:={model_dir}", "-p", "device:=cpu", "-p", "torch_threads:=1", "-p", "steps:=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client_node = rclpy.create_node("sigint_action_planner", context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(client_node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    action_client = ActionClient(client_node, ReachVisualGoal, "/sigint_action_node/reach_visual_goal")
+    try:
+        assert action_client.wait_for_server(60), process.stderr.read() if process.poll() is not None else ""
+        goal = Goal(action_client, instruction=GOOD_INSTRUCTION, image=rgb_to_image_msg(frame(1), stamp(1)))
+        wait_for(lambda: [f for f in goal.feedback if f.phase == "predicting"], "the predicting feedback")
+        process.send_signal(signal.SIGINT)
+        result = goal.result("the result after Ctrl-C")
+        out, err = process.communicate(timeout=WAIT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        executor.shutdown()
+        spinner.join(10)
+        action_client.destroy()
+        client_node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == Result.SHUTDOWN
+    assert "shutting down (SIGINT)" in result.result.message
+    assert process.returncode == 0, err
+    assert not [leak for leak in ("Traceback", "InvalidHandle", "never retrieved", "Exception") if leak in err + out]

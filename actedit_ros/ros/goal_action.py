@@ -66,6 +66,12 @@ class GoalActionServer:
     def destroy(self) -> None:
         self._server.destroy()
 
+    @property
+    def busy(self) -> bool:
+        """True while a goal's execute callback runs."""
+        with self._cond:
+            return bool(self._active)
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no goal is executing (after begin_shutdown ended them); True when none is."""
         with self._cond:

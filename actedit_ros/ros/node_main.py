@@ -34,6 +34,7 @@ INSTALLED_PARAMS = '"$(ros2 pkg prefix --share actedit_ros)/config/goal_node.yam
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CALLBACK_GRACE = 0.3  # seconds for callbacks already taken to start (and see begin_shutdown) before the executor stops
 RESPONSE_GRACE = 0.2  # seconds for responses just sent to reach their callers before the node's endpoints go
+ACTION_END_WAIT = 5.0  # seconds the executor keeps spinning, after begin_shutdown, for action goals to end
 
 
 def _parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -97,6 +98,7 @@ def _spin_until_stopped(node, executor: MultiThreadedExecutor) -> None:
         reason = stop.requested or "the ROS context was shut down"
         node.get_logger().info(f"stopping ({reason})")
         node.begin_shutdown(reason)
+        _send_action_results(node, executor)
         # No callback is taken once spin_once stops, but rclpy's MultiThreadedExecutor.shutdown destroys its guard
         # condition before its threads finish, and a callback just taken triggers that guard before it runs
         # (InvalidHandle, "exception was never retrieved"). So let the taken ones start, and waiting callers see
@@ -104,6 +106,20 @@ def _spin_until_stopped(node, executor: MultiThreadedExecutor) -> None:
         time.sleep(CALLBACK_GRACE)
         executor.shutdown(timeout_sec=10.0)  # waits for the callbacks in flight: each waiting caller is answered
         time.sleep(RESPONSE_GRACE)
+
+
+def _send_action_results(node, executor: MultiThreadedExecutor) -> None:
+    """begin_shutdown ends every reach_visual_goal goal, but rclpy sends a goal's result from an executor task that
+    runs after its execute callback returned: keep spinning until no goal executes, then a little longer."""
+    action = getattr(node, "goal_action", None)
+    if action is None or not action.busy:
+        return
+    deadline = time.monotonic() + ACTION_END_WAIT
+    while action.busy and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    deadline = time.monotonic() + RESPONSE_GRACE
+    while time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
 
 
 def main(argv: list[str] | None = None, node_class=None, prog: str = PROG) -> int:
