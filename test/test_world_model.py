@@ -119,3 +119,25 @@ def test_train_default_stage4_step_counts_parse_as_increasing_phases(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--ip2p-steps", bad])
         assert "--ip2p-steps" in capsys.readouterr().err
+
+
+def test_learned_autoencoder_resumes_exactly_and_reports_held_out_psnr(tmp_path):
+    from safetensors.torch import load_file
+
+    from actedit_ros.world.dataset import write_dataset
+    from actedit_ros.world.vae_training import train_autoencoder
+
+    data = write_dataset(tmp_path / "ds", 6, 2, (64, 48), progress=False)
+    straight = train_autoencoder(data, tmp_path / "straight", steps=4, batch_size=2, crop=(32, 24), checkpoint_every=2)
+    (tmp_path / "resumed").mkdir()
+    assert train_autoencoder(data, tmp_path / "resumed", steps=4, batch_size=2, crop=(32, 24), checkpoint_every=3,
+                             stop_at=1) == {}  # interrupted after step 1 (checkpointed there), then resumed
+    resumed = train_autoencoder(data, tmp_path / "resumed", steps=4, batch_size=2, crop=(32, 24), checkpoint_every=2)
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "vae.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "checkpoint" / "vae.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["kind"] == "learned" and straight["held_out_frames"] == 4  # the test split's start/end frames
+    assert 0 < straight["reconstruction_psnr_db"] == resumed["reconstruction_psnr_db"]
+    assert (tmp_path / "straight" / "vae" / "config.json").exists()
+    with pytest.raises(ValueError, match="multiples of 8"):
+        train_autoencoder(data, tmp_path / "bad", steps=1, crop=(30, 24))

@@ -54,9 +54,10 @@ def _to_unit(frames_uint8):
 # ------------------------------------------------------------------------------------------------- learned (v3)
 def train_autoencoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int = 16,
                       crop: tuple[int, int] = (64, 48), lr: float = 1e-3, kl_weight: float = 1e-6, seed: int = 0,
-                      checkpoint_every: int = 100, num_frames: int = 8000) -> dict:
+                      checkpoint_every: int = 100, num_frames: int = 8000, stop_at: int | None = None) -> dict:
     """Train a learned AutoencoderKL (LEARNED_VAE_CONFIG) on `crop`-sized random crops of the dataset's training
-    frames (L1 + MSE + kl_weight * KL); held-out PSNR on whole test-split frames. Returns its metrics."""
+    frames (L1 + MSE + kl_weight * KL); held-out PSNR on whole test-split frames. Returns its metrics, or {} when
+    `stop_at` ended the run early (checkpointed; call again without it to go on)."""
     import torch
     from diffusers import AutoencoderKL
 
@@ -79,7 +80,9 @@ def train_autoencoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: 
         recon = vae.decode(posterior.sample(generator=generator)).sample
         return (recon - x).abs().mean() + (recon - x).pow(2).mean() + kl_weight * posterior.kl().mean()
 
-    _optimise(vae, list(vae.parameters()), batch_loss, steps, lr, seed, out_dir, "autoencoder", checkpoint_every)
+    if not _optimise(vae, list(vae.parameters()), batch_loss, steps, lr, seed, out_dir, "autoencoder",
+                     checkpoint_every, stop_at):
+        return {}
     vae.eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(_to_unit(frames[i:i + 256])).latent_dist.mode()
@@ -203,9 +206,10 @@ def train_decoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int 
 
 # ------------------------------------------------------------------------------------------------------- shared
 def _optimise(vae, params: list, batch_loss: Callable, steps: int, lr: float, seed: int, out_dir: Path, desc: str,
-              checkpoint_every: int) -> None:
+              checkpoint_every: int, stop_at: int | None = None) -> bool:
     """AdamW on `params` for `steps` steps of `batch_loss(generator)` (cosine LR decay to 10 %, gradient clipping),
-    resuming from and checkpointing to out_dir/checkpoint."""
+    resuming from and checkpointing to out_dir/checkpoint. Stops early at `stop_at` (checkpointed there); returns
+    whether all `steps` are done."""
     import torch
     from tqdm import tqdm
 
@@ -221,7 +225,8 @@ def _optimise(vae, params: list, batch_loss: Callable, steps: int, lr: float, se
         log.info("%s: resuming at step %d", desc, step)
     vae.train()
     bar = tqdm(total=steps, initial=step, desc=desc, dynamic_ncols=True)
-    while step < steps:
+    end = min(steps, stop_at) if stop_at else steps
+    while step < end:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)  # per-step draws: exact resume
         for group in optimizer.param_groups:
             group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
@@ -233,9 +238,10 @@ def _optimise(vae, params: list, batch_loss: Callable, steps: int, lr: float, se
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % checkpoint_every == 0 or step == steps:
+        if step % checkpoint_every == 0 or step == end:
             _save_checkpoint(vae, optimizer, step, out_dir)
     bar.close()
+    return step >= steps
 
 
 def _finish(vae, held_x, reconstruct: Callable, out_dir: Path, notes: dict) -> dict:
