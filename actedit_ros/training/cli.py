@@ -64,6 +64,12 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                       help="flip half of the pairs horizontally (both images) and swap left/right in their "
                            "instructions. Off by default because instructions name directions")
     data.add_argument("--max-train-pairs", type=int, default=None, help="use only the first N training pairs")
+    data.add_argument("--instruction-variant-prob", type=float, default=0.0,
+                      help="phrasing augmentation: for each pair of a micro-batch, with this probability its "
+                           "instruction is replaced by one of its index record's instruction_variants (other "
+                           "wordings, chosen uniformly); pairs without variants keep theirs. Drawn before the random "
+                           "flip mirrors left/right; negatives of the action loss still come from the original "
+                           "instructions and share no word with the one trained on. 0 = off")
     data.add_argument("--cache-latents", action="store_true",
                       help="keep every image's VAE latent distribution (mean, std) in memory after its first use, so "
                            "later epochs skip the VAE encoder (the frozen VAE gives the same values; noise and "
@@ -208,5 +214,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainingError(f"--num-threads must be > 0, got {args.num_threads}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
         raise TrainingError(f"--snr-gamma must be > 0, got {args.snr_gamma}")
+    if not 0 <= args.instruction_variant_prob <= 1:
+        raise TrainingError(f"--instruction-variant-prob must be in [0, 1], got {args.instruction_variant_prob}")
     if not 0 <= args.ema_decay < 1:
         raise TrainingError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")

@@ -5,6 +5,8 @@ Folder format (shared by ``actedit-make-dataset``, the synthetic world's writer 
     <dir>/index.jsonl   one JSON object per pair:
         {"id": str, "input_image": relative path, "edited_image": relative path, "instruction": str,
          "video": str (source video / episode id), "split": "train" | "test", ...optional extra keys}
+        "instruction_variants": [str, ...]   (optional) other wordings of the same instruction; the trainer uses
+                                              them with ``actedit-train --instruction-variant-prob``
     <dir>/<images>      PNG or JPEG files named by the index
 
 Optional keys for the learned progress model (``actedit-make-dataset --keep-frames K``, the world's writer
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +61,7 @@ class EditPair:
     video: str
     split: str
     line: int
+    instruction_variants: tuple[str, ...] = ()  # other wordings of the instruction (index key, optional)
 
 
 def read_index(dataset_dir: str | Path, split: str | None = None) -> list[EditPair]:
@@ -101,12 +105,25 @@ def _index_rows(dataset_dir: str | Path, split: str | None):
                 raise DatasetError(f"{index_file}:{line_number}: empty instruction")
             pair = EditPair(id=str(row["id"]), input_image=root / row["input_image"],
                             edited_image=root / row["edited_image"], instruction=instruction,
-                            video=str(row.get("video", "")), split=row_split, line=line_number)
+                            video=str(row.get("video", "")), split=row_split, line=line_number,
+                            instruction_variants=_instruction_variants(row, f"{index_file}:{line_number}"))
             for image in (pair.input_image, pair.edited_image):
                 if not image.is_file():
                     raise DatasetError(f"{index_file}:{line_number}: image {image} does not exist")
             pairs.append((pair, row))
     return pairs
+
+
+def _instruction_variants(row: dict, where: str) -> tuple[str, ...]:
+    """A row's optional ``instruction_variants``: a list of non-empty strings (whitespace collapsed as for the
+    instruction); DatasetError naming ``where`` otherwise."""
+    value = row.get("instruction_variants", [])
+    if not isinstance(value, list) or not all(isinstance(text, str) for text in value):
+        raise DatasetError(f"{where}: instruction_variants must be a list of strings, got {value!r}"[:300])
+    variants = tuple(" ".join(text.split()) for text in value)
+    if not all(variants):
+        raise DatasetError(f"{where}: instruction_variants holds an empty string: {value!r}"[:300])
+    return variants
 
 
 @dataclass
@@ -236,7 +253,8 @@ class EditPairDataset(torch.utils.data.Dataset):
     """Pairs of (input, edited) images with their instruction.
 
     Items are dicts: ``input_pixels`` and ``edited_pixels`` (uint8 tensors (3, H, W)), ``instruction`` (str),
-    ``id`` (str), ``index`` (int). Convert pixels with :func:`to_model_range` on the training device.
+    ``instruction_variants`` (tuple of str, empty when the record has none), ``id`` (str), ``index`` (int).
+    Convert pixels with :func:`to_model_range` on the training device.
     """
 
     def __init__(self, dataset_dir: str | Path, resolution: int, split: str | None = "train",
@@ -281,6 +299,7 @@ class EditPairDataset(torch.utils.data.Dataset):
             "input_pixels": torch.from_numpy(source).permute(2, 0, 1),
             "edited_pixels": torch.from_numpy(edited).permute(2, 0, 1),
             "instruction": self.pairs[index].instruction,
+            "instruction_variants": self.pairs[index].instruction_variants,
             "id": self.pairs[index].id,
             "index": index,
         }
@@ -296,6 +315,7 @@ def collate_pairs(items: list[dict]) -> dict:
         "input_pixels": torch.stack([item["input_pixels"] for item in items]),
         "edited_pixels": torch.stack([item["edited_pixels"] for item in items]),
         "instruction": [item["instruction"] for item in items],
+        "instruction_variants": [tuple(item.get("instruction_variants", ())) for item in items],
         "id": [item["id"] for item in items],
         "index": torch.tensor([item["index"] for item in items]),
     }
@@ -337,50 +357,66 @@ class NegativeInstructionSampler:
 
     "Token" here is a lower-cased word, minus ``ignored_words`` (articles and glue words by default; pass ``()`` for
     the strict reading). When every pool instruction shares a word with c+, the one with the fewest shared words is
-    drawn among the tied ones and :attr:`fallbacks` counts it.
+    drawn among the tied ones and :attr:`fallbacks` counts it. c+ need not be in the pool (a reworded or mirrored
+    instruction); the candidates of the last ``cache_size`` distinct c+ are kept (least recently used dropped), so
+    memory stays bounded however many distinct instructions training sees.
     """
 
-    def __init__(self, pool: list[str], ignored_words=DEFAULT_IGNORED_WORDS):
+    def __init__(self, pool: list[str], ignored_words=DEFAULT_IGNORED_WORDS, cache_size: int = 4096):
         self.pool = sorted(set(pool))
         if len(self.pool) < 2:
             raise DatasetError("the action loss needs at least two different instructions in the training set")
         self.ignored = frozenset(word.lower() for word in ignored_words)
-        vocabulary: dict[str, int] = {}
-        rows, cols = [], []
+        self._position = {text: i for i, text in enumerate(self.pool)}
+        postings: dict[str, list[int]] = {}
         for row, text in enumerate(self.pool):
             for word in instruction_words(text, self.ignored):
-                rows.append(row)
-                cols.append(vocabulary.setdefault(word, len(vocabulary)))
-        self.vocabulary = vocabulary
-        self.incidence = np.zeros((len(self.pool), max(1, len(vocabulary))), dtype=np.float32)
-        self.incidence[rows, cols] = 1.0
-        self._candidates: dict[str, np.ndarray] = {}
+                postings.setdefault(word, []).append(row)
+        # word -> pool rows holding it (an inverted index: memory grows with the pool's words, not pool x vocabulary)
+        self._postings = {word: np.asarray(rows, dtype=np.int64) for word, rows in postings.items()}
+        self._candidates: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
         self.fallbacks = 0
 
     def candidates(self, instruction: str) -> tuple[np.ndarray, bool]:
         """Pool indices c- may be drawn from, and whether they share no word with ``instruction``."""
         cached = self._candidates.get(instruction)
         if cached is None:
-            query = np.zeros(self.incidence.shape[1], dtype=np.float32)
+            shared = np.zeros(len(self.pool), dtype=np.float64)
             for word in instruction_words(instruction, self.ignored):
-                if word in self.vocabulary:
-                    query[self.vocabulary[word]] = 1.0
-            shared = self.incidence @ query
-            own = [i for i, text in enumerate(self.pool) if text == instruction]
-            shared[own] = np.inf
+                if word in self._postings:
+                    shared[self._postings[word]] += 1.0
+            if instruction in self._position:
+                shared[self._position[instruction]] = np.inf
             cached = np.flatnonzero(shared == shared.min())
             if shared.min() > 0:
                 cached = -cached - 1  # encoded "fallback" marker: negative indices
             self._candidates[instruction] = cached
+            while len(self._candidates) > self._cache_size:
+                self._candidates.popitem(last=False)
+        else:
+            self._candidates.move_to_end(instruction)
         if cached[0] < 0:
             return -cached - 1, False
         return cached, True
 
-    def sample(self, instructions: list[str], generator: torch.Generator) -> list[str]:
-        """One c- per instruction, drawn with ``generator`` (so the draw is reproducible)."""
+    def sample(self, instructions: list[str], generator: torch.Generator,
+               also_exclude: list[str] | None = None) -> list[str]:
+        """One c- per instruction, drawn with ``generator`` (so the draw is reproducible).
+
+        ``also_exclude[i]`` (optional) is one more text c- must not be for ``instructions[i]``: the pair's original
+        instruction when a reworded variant is trained on, which may share no word with its variant but describes
+        the same edit. It is left out of the candidates unless it is the only one (counted as a fallback).
+        """
         negatives = []
-        for text in instructions:
+        for i, text in enumerate(instructions):
             candidates, disjoint = self.candidates(text)
+            other = self._position.get(also_exclude[i]) if also_exclude is not None else None
+            if other is not None and (candidates == other).any():
+                if len(candidates) > 1:
+                    candidates = candidates[candidates != other]
+                else:
+                    disjoint = False
             if not disjoint:
                 self.fallbacks += 1
             pick = int(torch.randint(len(candidates), (1,), generator=generator))

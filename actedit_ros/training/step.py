@@ -6,6 +6,8 @@ from :class:`EpochShuffleSampler` keyed by (seed, epoch): what makes a resumed r
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -73,24 +75,70 @@ class LatentCache:
         return torch.stack(means).to(pixels.device), torch.stack(stds).to(pixels.device)
 
 
-def training_micro_step(batch: dict, generator: torch.Generator, args, unet, reference_unet, vae, scaling: float,
-                        noise_scheduler, prediction_type: str, weights: LossWeights, negatives, embed,
-                        weight_dtype: torch.dtype, accelerator, latent_cache: LatentCache | None = None):
-    """Forward pass of one micro-batch: every random draw from ``generator``; returns the objective's terms."""
-    device = accelerator.device
-    source, edited = batch["input_pixels"], batch["edited_pixels"]
+@dataclass
+class StepTexts:
+    """The texts one micro-step embedded (pass a list as ``texts_log`` to :func:`training_micro_step` to get them)."""
+
+    instructions: list[str]  # each pair's instruction as trained on: its variant when one was drawn, then mirrored
+    variant_used: list[bool]  # whether that pair's instruction is one of its instruction_variants
+    prompts: list[str]  # the conditions embedded ("" where the text was dropped)
+    negatives: list[str]  # the negative instructions embedded, for the pairs whose text was kept, in order
+
+
+def choose_instruction_variants(instructions: list[str], variants: list[tuple[str, ...]], prob: float,
+                                generator: torch.Generator) -> tuple[list[str], list[bool]]:
+    """Each pair's instruction, replaced with probability ``prob`` by one of its ``variants`` chosen uniformly
+    (pairs without variants keep theirs), and whether it was. Draws 2 x batch numbers from ``generator`` whatever
+    the batch holds, so the draws of a micro-batch do not depend on which pairs have variants."""
+    use = (torch.rand(len(instructions), generator=generator) < prob).tolist()
+    picks = torch.rand(len(instructions), generator=generator).tolist()
+    chosen, used = [], []
+    for text, options, replace, pick in zip(instructions, variants, use, picks):
+        used.append(bool(replace and options))
+        chosen.append(options[min(int(pick * len(options)), len(options) - 1)] if used[-1] else text)
+    return chosen, used
+
+
+def step_instructions(batch: dict, generator: torch.Generator, args, size: int):
+    """(instructions, originals, variant_used, flip) of a micro-batch: instruction variants drawn first
+    (``--instruction-variant-prob``), then the random flip (``--random-flip``) mirroring left/right in them.
+    ``originals`` are the pairs' own instructions (mirrored alike) where a variant replaced one, else None; ``flip``
+    is None without random flips."""
     instructions = list(batch["instruction"])
-    size = source.shape[0]
+    variant_used = [False] * size
+    prob = getattr(args, "instruction_variant_prob", 0.0)
+    if prob > 0:  # no draw at all when off: runs without the flag stay what they were
+        instructions, variant_used = choose_instruction_variants(
+            instructions, batch.get("instruction_variants") or [()] * size, prob, generator)
+    originals = [text if used else None for text, used in zip(batch["instruction"], variant_used)]
+    flip = None
     if args.random_flip:
         flip = torch.rand(size, generator=generator) < 0.5
+        instructions = [mirror_instruction(t) if f else t for t, f in zip(instructions, flip.tolist())]
+        originals = [mirror_instruction(t) if f and t is not None else t for t, f in zip(originals, flip.tolist())]
+    return instructions, originals, variant_used, flip
+
+
+def training_micro_step(batch: dict, generator: torch.Generator, args, unet, reference_unet, vae, scaling: float,
+                        noise_scheduler, prediction_type: str, weights: LossWeights, negatives, embed,
+                        weight_dtype: torch.dtype, accelerator, latent_cache: LatentCache | None = None,
+                        texts_log: list | None = None):
+    """Forward pass of one micro-batch: every random draw from ``generator``; returns the objective's terms.
+
+    With ``texts_log`` (a list), a :class:`StepTexts` of what was embedded is appended to it.
+    """
+    device = accelerator.device
+    source, edited = batch["input_pixels"], batch["edited_pixels"]
+    size = source.shape[0]
+    instructions, originals, variant_used, flip = step_instructions(batch, generator, args, size)
+    if flip is not None:
         flip_device = flip.to(device)[:, None, None, None]
         source = torch.where(flip_device, source.flip(-1), source)
         edited = torch.where(flip_device, edited.flip(-1), edited)
-        instructions = [mirror_instruction(t) if f else t for t, f in zip(instructions, flip.tolist())]
     pixels = to_model_range(torch.cat([source, edited]).to(device), weight_dtype)
     keys = None
     if latent_cache is not None:
-        flipped = flip.tolist() if args.random_flip else [False] * size
+        flipped = flip.tolist() if flip is not None else [False] * size
         indices = batch["index"].tolist()
         keys = [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
     mean, std = latent_cache.encode(vae, pixels, keys) if latent_cache is not None else encode_latents(vae, pixels)
@@ -110,13 +158,20 @@ def training_micro_step(batch: dict, generator: torch.Generator, args, unet, ref
     text_embeddings = embed(prompts)
     image_latents = image_latents.float() * (~image_dropped).to(device)[:, None, None, None]
 
-    negative_embeddings, action_mask = None, None
+    negative_embeddings, action_mask, negative_texts = None, None, []
     if negatives is not None:
         action_mask = ~text_dropped
-        chosen = [text for text, keep in zip(instructions, action_mask.tolist()) if keep]
+        kept = action_mask.tolist()
+        chosen = [text for text, keep in zip(instructions, kept) if keep]
         if chosen:
-            negative_embeddings = embed(negatives.sample(chosen, generator))
+            # Drawn for the instruction trained on (a variant shares no word with its negative either), never the
+            # pair's own original wording.
+            negative_texts = negatives.sample(chosen, generator, also_exclude=[
+                original for original, keep in zip(originals, kept) if keep])
+            negative_embeddings = embed(negative_texts)
         action_mask = action_mask.to(device)
+    if texts_log is not None:
+        texts_log.append(StepTexts(instructions, variant_used, prompts, negative_texts))
     snr = (min_snr_weights(noise_scheduler, timesteps, weights.min_snr_gamma, prediction_type)
            if weights.min_snr_gamma else None)
     with accelerator.autocast():

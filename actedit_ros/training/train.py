@@ -226,6 +226,14 @@ def setup_data(run: Run) -> None:
                                                  collate_fn=collate_pairs, drop_last=True,
                                                  num_workers=args.dataloader_workers)
     run.dataset = dataset
+    if args.instruction_variant_prob > 0 and run.main_process:
+        with_variants = sum(1 for pair in dataset.pairs if pair.instruction_variants)
+        if with_variants:
+            log.info("--instruction-variant-prob %g: %d of %d training pairs have instruction_variants",
+                     args.instruction_variant_prob, with_variants, len(dataset))
+        else:
+            log.warning("--instruction-variant-prob %g, but no training record of %s has instruction_variants: every "
+                        "pair keeps its instruction", args.instruction_variant_prob, args.dataset_dir)
     if run.weights.action > 0:
         ignored = [w.strip() for w in args.negative_ignore_words.split(",") if w.strip()]
         try:
@@ -336,13 +344,14 @@ def optimizer_step(run: Run, batches, latent_cache: LatentCache | None) -> dict[
     logs: dict[str, float] = {}
     accumulation = args.gradient_accumulation_steps
     scaling = run.vae.config.scaling_factor
+    texts_log = [] if args.instruction_variant_prob > 0 else None
     for micro in range(accumulation):
         batch = next(batches)
         generator = micro_batch_generator(args.seed, accelerator.process_index,
                                           run.global_step * accumulation + micro)
         terms = training_micro_step(batch, generator, args, run.unet, run.reference_unet, run.vae, scaling,
                                     run.noise_scheduler, run.prediction_type, run.weights, run.negatives, run.embed,
-                                    run.weight_dtype, accelerator, latent_cache)
+                                    run.weight_dtype, accelerator, latent_cache, texts_log)
         context = accelerator.no_sync(run.unet) if micro < accumulation - 1 else contextlib.nullcontext()
         with context:
             accelerator.backward(terms.total / accumulation)
@@ -356,6 +365,9 @@ def optimizer_step(run: Run, batches, latent_cache: LatentCache | None) -> dict[
     if run.ema is not None:
         run.ema.step(run.unwrapped_unet().parameters())
     run.global_step += 1
+    if texts_log:  # the share of pairs trained on a reworded instruction this step
+        used = [u for texts in texts_log for u in texts.variant_used]
+        logs["variant_fraction"] = sum(used) / len(used)
     logs.update(step=run.global_step, lr=run.lr_scheduler.get_last_lr()[0], seconds=time.perf_counter() - started)
     return logs
 
