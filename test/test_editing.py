@@ -183,3 +183,19 @@ def test_x0_model_samples_with_its_own_scheduler_and_refuses_euler_ancestral(tmp
     assert predictor.predict(frame(), "open the drawer", steps=2).image.shape == (48, 64, 3)
     with pytest.raises(ModelLoadError, match="euler_ancestral"):
         GoalPredictor.from_pretrained(str(model), device="cpu", scheduler="euler_ancestral")
+
+
+def test_text_embeddings_batch_the_misses_and_equal_the_one_by_one_encoding():
+    import torch
+
+    from actedit_ros.editing import GoalPredictor
+
+    torch.set_num_threads(1)
+    predictor = GoalPredictor.from_pretrained(None, device="cpu", dtype="float32")
+    texts = ["put the cup in the bowl", "open the drawer", "put the cup in the bowl", "flip the card"]
+    one_by_one = torch.cat([GoalPredictor(predictor.components).text_embedding(t) for t in texts])
+    predictor.text_embedding("open the drawer")  # one of them cached already
+    batched = predictor.text_embeddings(texts)
+    assert batched.shape[0] == 4 and torch.equal(batched, one_by_one)
+    small = GoalPredictor(predictor.components, cache_size=1)  # more misses than the cache holds
+    assert torch.equal(small.text_embeddings(texts), one_by_one)

@@ -153,6 +153,21 @@ class GoalPredictor:
             self._text_cache.move_to_end(instruction)
         return cached
 
+    def text_embeddings(self, instructions: list[str]) -> torch.Tensor:
+        """(len, tokens, dim) embeddings of several instructions; the ones not cached are encoded in one batch (about
+        2x cheaper per text on CPU than one by one) and cached."""
+        found = {}
+        for text in dict.fromkeys(instructions):
+            if text in self._text_cache:
+                self._text_cache.move_to_end(text)
+                found[text] = self._text_cache[text]
+        missing = [text for text in dict.fromkeys(instructions) if text not in found]
+        if missing:
+            for text, embedding in zip(missing, self._encode_texts(missing).split(1)):
+                found[text] = embedding
+                self._remember(self._text_cache, text, embedding)
+        return torch.cat([found[text] for text in instructions])
+
     def blank_embedding(self) -> torch.Tensor:
         if self._blank_embedding is None:
             self._blank_embedding = self._encode_texts([""])

@@ -73,7 +73,7 @@ def error_gaps(model_dir: str, dataset_dir: str, pairs: int = 128, image_mode: s
                            size_multiple=components.size_multiple).instructions
     negatives = NegativeInstructionSampler(pool)
     predictor = GoalPredictor(components, cache_size=len(set(pool)) + 2)
-    embed = lambda texts: torch.cat([predictor.text_embedding(t) for t in texts])  # noqa: E731
+    embed = lambda texts: predictor.text_embeddings(list(texts))  # noqa: E731
     generator = torch.Generator().manual_seed(seed)
     batch = collate_pairs([held_out[i] for i in range(len(held_out))])
     count = len(held_out)

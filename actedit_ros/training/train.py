@@ -109,7 +109,7 @@ class Run:
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Text embeddings through the inference code's cached encoder (one encoding for train and predict)."""
-        return torch.cat([self.predictor.text_embedding(text) for text in texts]).to(self.weight_dtype)
+        return self.predictor.text_embeddings(list(texts)).to(self.weight_dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------- main
