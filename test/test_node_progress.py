@@ -103,3 +103,27 @@ def test_a_bad_progress_model_stops_the_node_at_start_up_naming_the_file(tmp_pat
     assert code == 1
     err = capsys.readouterr().err
     assert str(missing) in err and "Traceback" not in err
+
+
+def test_goal_mode_composite_keeps_the_start_frame_outside_the_change(ros, episode):
+    from node_harness import stamp
+
+    from actedit_ros.ros.conversions import image_msg_to_rgb
+
+    node, planner = ros
+    start = episode.frames[0]
+    assert not node.set_parameters([Parameter("goal_mode", value="blend")])[0].successful
+    plain = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(21)), seed=3)
+    assert node.set_parameters([Parameter("goal_mode", value="composite")])[0].successful
+    try:
+        mixed = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(22)), seed=3)
+    finally:
+        node.set_parameters([Parameter("goal_mode", value="plain")])
+    assert plain.success and mixed.success, (plain.message, mixed.message)
+    assert "start frame kept outside the predicted change" in mixed.message
+    plain_rgb, mixed_rgb = image_msg_to_rgb(plain.goal_image), image_msg_to_rgb(mixed.goal_image)
+    kept = np.all(mixed_rgb == start, axis=2)
+    assert np.all(plain_rgb == start, axis=2).mean() < kept.mean()  # the plain goal is the editor's output
+    # wherever the composite is not the start frame, it is (a blend towards) the editor's goal
+    assert np.abs(mixed_rgb.astype(int) - plain_rgb.astype(int))[~kept].mean() < \
+        np.abs(mixed_rgb.astype(int) - start.astype(int))[~kept].mean()

@@ -281,6 +281,8 @@ class GoalPredictor:
             seconds = time.perf_counter() - started
         if (width, height) != size:
             notes.append(f"worked at {size[0]}x{size[1]}, returned at the input's {width}x{height}")
+        if composite:
+            notes.append(f"start frame kept outside the predicted change ({100 * masks[0].mean():.0f}% of the frame)")
         if len(scores) > 1:
             notes.append(f"{len(scores)} candidates ranked by the editor (scores {scores[0]:.4g} .. {scores[-1]:.4g})")
         warnings = [domain.warning()] if domain is not None and domain.out_of_domain else []

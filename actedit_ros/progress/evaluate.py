@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "the true end state seen from the start camera, or a blurred/noisy end frame")
     parser.add_argument("--model", default="",
                         help="editor model folder for --goal predicted (default: the embedded default)")
+    parser.add_argument("--goal-mode", choices=("plain", "composite"), default="plain",
+                        help="with --goal predicted: the editor's plain output, or the composite that keeps the "
+                             "start frame outside the predicted change (the node's goal_mode) (default: %(default)s)")
     parser.add_argument("--editor-steps", type=_positive_int, default=20,
                         help="diffusion steps per predicted goal (default: %(default)s, the node's)")
     parser.add_argument("--editor-seed", type=int, default=0, help="sampler seed of the predicted goals (default: 0)")
@@ -220,7 +223,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     scorer_options = {"registration": args.registration}
     methods = tuple(m for m in METHODS if m in args.methods)
     predictor, progress_model = _load(args)
-    predict_options = {"steps": args.editor_steps, "seed": args.editor_seed}
+    predict_options = {"steps": args.editor_steps, "seed": args.editor_seed,
+                       "composite": args.goal_mode == "composite"}
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     scores: list[EpisodeScores] = []
