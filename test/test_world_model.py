@@ -113,7 +113,10 @@ def test_train_default_stage4_step_counts_parse_as_increasing_phases(capsys):
     from actedit_ros.world.train_default import build_parser
 
     parser = build_parser()
-    assert parser.parse_args([]).ip2p_steps == [1600, 8000]  # what the shipped model went through
+    from actedit_ros.world.train_default import RECIPES
+
+    assert parser.parse_args([]).ip2p_steps is None  # the recipe's own
+    assert RECIPES["v2"].ip2p_steps == (1600, 8000)  # what the shipped model went through
     assert parser.parse_args(["--ip2p-steps", "500"]).ip2p_steps == [500]
     for bad in ("8000,1600", "0", "1600,x", "1600,1600"):
         with pytest.raises(SystemExit):

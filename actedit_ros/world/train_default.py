@@ -52,13 +52,14 @@ class Recipe:
     render_size: tuple[int, int]  # what the world renders (resized to image_size when it differs)
     autoencoder: str  # "learned" (vae_training.train_autoencoder) or "fixed" (fixed encoder + trained decoder)
     instruction_variants: int  # training-only rewordings per pair (world/phrasing_augment.py); 0 = none
+    ip2p_steps: tuple[int, ...]  # stage-4 step counts, each run with its own cosine LR schedule (warm restarts)
 
 
 RECIPES = {
     "v3": Recipe(image_size=(128, 96), resolution=111, render_size=(128, 96), autoencoder="learned",
-                 instruction_variants=8),
+                 instruction_variants=8, ip2p_steps=(8000,)),
     "v2": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
-                 instruction_variants=0),
+                 instruction_variants=0, ip2p_steps=(1600, 8000)),
 }
 SHIPPED_RECIPE = "v2"
 IMAGE_SIZE = RECIPES[SHIPPED_RECIPE].image_size  # what the shipped model works at
@@ -226,11 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="v2: only train the VAE decoder (the main command starts this in a second process)")
     parser.add_argument("--stop-after", choices=["dataset", "vae", "init", "ip2p"], default=None,
                         help="stop after this stage (e.g. to export an intermediate model by hand)")
-    parser.add_argument("--ip2p-steps", type=_step_list, default=[1600, 8000],
+    parser.add_argument("--ip2p-steps", type=_step_list, default=None,
                         help="steps of stage 4 (InstructPix2Pix from scratch, diffusion loss only). A comma-separated "
                              "list runs it to each count in turn, resuming, each run with a cosine LR schedule "
-                             "planned for its own count (warm restart): how the shipped model was made, 1600 then "
-                             "extended to 8000")
+                             "planned for its own count (warm restart). Default: the recipe's (v2, the shipped "
+                             "model: 1600 then extended to 8000; v3: 8000 in one schedule)")
     parser.add_argument("--ip2p-stop-at", type=int, default=None,
                         help="end stage 4 at this step although its LR schedules plan for --ip2p-steps (to train "
                              "in slices: re-run without it to go on)")
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.instruction_variants:
         common["--instruction-variant-prob"] = 0.5  # half the draws train on a rewording (phrasing_augment.py)
     if args.ablation == "editaction":
-        for ip2p_steps in args.ip2p_steps:  # a finished count returns at once when resumed
+        for ip2p_steps in args.ip2p_steps or recipe.ip2p_steps:  # a finished count returns at once when resumed
             run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
                                "--output-dir": work / "ip2p", "--max-train-steps": ip2p_steps,
                                **({"--stop-at-step": args.ip2p_stop_at} if args.ip2p_stop_at else {}),
