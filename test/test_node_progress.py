@@ -112,15 +112,17 @@ def test_goal_mode_composite_keeps_the_start_frame_outside_the_change(ros, episo
 
     node, planner = ros
     start = episode.frames[0]
+    assert node.get_parameter("goal_mode").value == "composite"  # the default
     assert not node.set_parameters([Parameter("goal_mode", value="blend")])[0].successful
-    plain = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(21)), seed=3)
-    assert node.set_parameters([Parameter("goal_mode", value="composite")])[0].successful
+    mixed = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(21)), seed=3)
+    assert node.set_parameters([Parameter("goal_mode", value="plain")])[0].successful
     try:
-        mixed = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(22)), seed=3)
+        plain = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(22)), seed=3)
     finally:
-        node.set_parameters([Parameter("goal_mode", value="plain")])
+        node.set_parameters([Parameter("goal_mode", value="composite")])
     assert plain.success and mixed.success, (plain.message, mixed.message)
     assert "start frame kept outside the predicted change" in mixed.message
+    assert "start frame kept" not in plain.message
     plain_rgb, mixed_rgb = image_msg_to_rgb(plain.goal_image), image_msg_to_rgb(mixed.goal_image)
     kept = np.all(mixed_rgb == start, axis=2)
     assert np.all(plain_rgb == start, axis=2).mean() < kept.mean()  # the plain goal is the editor's output

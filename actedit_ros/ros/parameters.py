@@ -56,7 +56,7 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   "aspect kept; 0 = the model's own.",
                   read_only=True, int_range=(0, 4096)),
     NodeParameter("seed", 0, "Sampler seed used when a request's seed is -1.", int_range=(0, 2**31 - 1)),
-    NodeParameter("goal_mode", "plain", "What the goal image holds: plain (the editor's output, upscaled to the "
+    NodeParameter("goal_mode", "composite", "What the goal image holds: plain (the editor's output, upscaled to the "
                   "camera's size) or composite (the start frame itself outside the change the editor predicts, "
                   "so the goal is as sharp as the camera there). Applies to new predictions.",
                   choices=("plain", "composite")),
