@@ -1,7 +1,7 @@
 """Reproduce the embedded default model: `python -m actedit_ros.world.train_default` (or `make train-default`).
 
-Two recipes (`--recipe`): **v3** (being built; see the README's "Embedded default v3") and **v2** (the model shipped
-today). Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the
+Two recipes (`--recipe`): **v2** (the model shipped today, the default) and **v3** (being built; see the README's
+"Sharper goals and new wording"). Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the
 running one continues from its last checkpoint):
 
 1. dataset   - world episodes (both camera regimes) as an edit-pair folder (`world/dataset.py`): v3 renders them at
@@ -18,7 +18,8 @@ running one continues from its last checkpoint):
                one term switched off, into their own folders (`--seed` gives each arm its own training seed).
 6. export    - the EditAction model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors).
 
-Work files live in `--work-dir` (default `work_dirs/default_<recipe>/`, git-ignored).
+Work files live in `--work-dir` (default `work_dirs/default_model/` for v2, `work_dirs/default_v3/` for v3;
+git-ignored).
 """
 from __future__ import annotations
 
@@ -53,13 +54,15 @@ class Recipe:
     autoencoder: str  # "learned" (vae_training.train_autoencoder) or "fixed" (fixed encoder + trained decoder)
     instruction_variants: int  # training-only rewordings per pair (world/phrasing_augment.py); 0 = none
     ip2p_steps: tuple[int, ...]  # stage-4 step counts, each run with its own cosine LR schedule (warm restarts)
+    work_dir: str  # default folder under work_dirs/
 
 
 RECIPES = {
     "v3": Recipe(image_size=(128, 96), resolution=111, render_size=(128, 96), autoencoder="learned",
-                 instruction_variants=8, ip2p_steps=(8000,)),
+                 instruction_variants=8, ip2p_steps=(8000,), work_dir="default_v3"),
     "v2": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
-                 instruction_variants=0, ip2p_steps=(1600, 8000)),
+                 instruction_variants=0, ip2p_steps=(1600, 8000),
+                 work_dir="default_model"),
 }
 SHIPPED_RECIPE = "v2"
 IMAGE_SIZE = RECIPES[SHIPPED_RECIPE].image_size  # what the shipped model works at
@@ -210,12 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m actedit_ros.world.train_default", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Reproduce the embedded default model from scratch on CPU (resumable: re-run the same command).")
-    parser.add_argument("--recipe", choices=list(RECIPES), default="v3",
+    parser.add_argument("--recipe", choices=list(RECIPES), default=SHIPPED_RECIPE,
                         help="v3: 128x96, learned autoencoder, training-only instruction variants (being built); "
-                             f"v2: 64x48, fixed block-average encoder (the shipped model, recipe {SHIPPED_RECIPE})")
+                             "v2: 64x48, fixed block-average encoder. Default: the recipe of the shipped model")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="where every stage writes its files (default: work_dirs/default_<recipe>; the v2 "
-                             "model was trained in work_dirs/default_model)")
+                        help="where every stage writes its files (default: work_dirs/default_model for v2, "
+                             "work_dirs/default_v3 for v3)")
     parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
     parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
     parser.add_argument("--decoder-steps", type=int, default=1500,
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     recipe = RECIPES[args.recipe]
-    work = (args.work_dir or WORK_DIRS / f"default_{args.recipe}").expanduser().resolve()
+    work = (args.work_dir or WORK_DIRS / recipe.work_dir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     arm = "editaction" if args.ablation == "editaction" else f"ablation_{args.ablation}"
     stage5_dir = work / (f"{arm}_seed{args.finetune_seed}" if args.finetune_seed else arm)
