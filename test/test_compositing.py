@@ -54,3 +54,24 @@ def test_predictor_composite_keeps_the_start_frame_where_nothing_changes(predict
     to_start = np.abs(mixed.image.astype(int) - start.astype(int))[inside].mean()
     assert to_plain < to_start
     np.testing.assert_array_equal(predictor.predict(start, episode.instruction, steps=4, seed=0).image, plain.image)
+
+
+def test_actedit_predict_writes_composite_and_plain_goals_at_the_input_size(tmp_path, capsys):
+    import cv2
+
+    from actedit_ros.editing.cli import main
+
+    start = generate_episode(5, "fixed", "test", size=(160, 120), num_frames=2).frames[0]
+    source = tmp_path / "start.png"
+    cv2.imwrite(str(source), cv2.cvtColor(start, cv2.COLOR_RGB2BGR))
+    goals = {}
+    for mode in ("composite", "plain"):
+        out = tmp_path / f"{mode}.png"
+        assert main([str(source), "open the drawer", "-o", str(out), "--steps", "2", "--device", "cpu",
+                     "--goal-mode", mode]) == 0
+        goals[mode] = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+        assert goals[mode].shape == start.shape
+    kept = np.all(goals["composite"] == start, axis=2).mean()
+    assert kept > np.all(goals["plain"] == start, axis=2).mean()
+    assert main([str(tmp_path / "missing.png"), "open the drawer"]) == 2
+    assert "cannot read" in capsys.readouterr().err

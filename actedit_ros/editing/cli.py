@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--candidates", type=int, default=1,
                         help="number of goal candidates, sampled in one batch and written best first as ranked by "
                              "the editor (OUTPUT_0 is the best)")
+    parser.add_argument("--goal-mode", choices=("composite", "plain"), default="composite",
+                        help="composite: the start image itself outside the change the editor predicts (sharp "
+                             "there, as the node's default goal_mode); plain: the editor's output (default: composite)")
     return parser
 
 
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   scheduler=args.scheduler)
         result = predictor.predict(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), args.instruction, steps=args.steps,
                                    text_guidance=args.text_guidance, image_guidance=args.image_guidance,
-                                   seed=args.seed, num_candidates=args.candidates)
+                                   seed=args.seed, num_candidates=args.candidates,
+                                   composite=args.goal_mode == "composite")
     except (ModelLoadError, ValueError) as err:
         print(f"actedit-predict: {err}", file=sys.stderr)
         return 2
