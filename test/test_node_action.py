@@ -217,6 +217,17 @@ def test_cancel_during_tracking_clears_the_goal(ros, client):
     wait_for(lambda: planner.goals and planner.goals[-1].goal_id == "", "the no-goal announcement")
 
 
+def test_a_client_that_missed_the_status_learns_it_while_the_goal_runs(ros, client):
+    """A status array that reaches a client before its goal response is dropped (ros2/rclcpp#2782); in both of two
+    `ros2 action send_goal` Ctrl-C tries here it was, and nothing was cancelled. The node republishes the status."""
+    goal, _ = start_tracking(ros, client, 1250)
+    wait_for(lambda: goal.handle.status == GoalStatus.STATUS_EXECUTING, "the executing status")
+    goal.handle._status = GoalStatus.STATUS_UNKNOWN  # as after the race: no state change follows while tracking
+    wait_for(lambda: goal.handle.status == GoalStatus.STATUS_EXECUTING, "the republished status", timeout=3.0)
+    goal.cancel()
+    assert goal.result().status == GoalStatus.STATUS_CANCELED
+
+
 # ------------------------------------------------------------------------------------------------- ending
 def test_timeout_while_tracking_and_while_predicting(ros, client):
     node, planner, predictor = ros

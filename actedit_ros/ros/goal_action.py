@@ -34,6 +34,7 @@ Feedback = ReachVisualGoal.Feedback
 _REASONS = {gp.BAD_REQUEST: Result.BAD_REQUEST, gp.BUSY: Result.BUSY, gp.FAILED: Result.PREDICTION_FAILED,
             gp.SHUTDOWN: Result.SHUTDOWN}
 SAFETY_WAKE = 1.0  # seconds: the longest the tracking loop sleeps without a notification
+STATUS_REPUBLISH = 1.0  # seconds between republished goal status arrays while a goal runs (see GoalActionServer)
 CANCEL_STATE_WAIT = 2.0  # seconds _finish waits for rclpy to put a cancelled goal in its CANCELING state
 
 
@@ -62,9 +63,22 @@ class GoalActionServer:
         self._server = ActionServer(node, ReachVisualGoal, "~/reach_visual_goal", self._execute,
                                     callback_group=callback_group, goal_callback=self._on_goal,
                                     handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel)
+        # A client drops a status array that arrives before its goal response (ros2/rclcpp#2782, ros2/rcl#1337),
+        # and rclpy publishes one only when a goal changes state, so such a client kept STATUS_UNKNOWN for the whole
+        # goal, and `ros2 action send_goal`'s Ctrl-C (which cancels only ACCEPTED/EXECUTING goals) left the goal
+        # running. Republishing the status while a goal runs lets every client catch up within a second.
+        self._status_timer = node.create_timer(STATUS_REPUBLISH, self._republish_status,
+                                               callback_group=callback_group)
 
     def destroy(self) -> None:
+        self.node.destroy_timer(self._status_timer)
         self._server.destroy()
+
+    def _republish_status(self) -> None:
+        with self._cond:
+            running = bool(self._active)
+        if running:
+            self._server._handle.publish_status()  # rclpy's own call (ActionServer has no public one)
 
     @property
     def busy(self) -> bool:
