@@ -46,6 +46,7 @@ LAUNCH_ARGUMENTS = (
     ("action_max_stale", "float", "Seconds without a camera frame before a tracked action goal is aborted; 0 = never."),
 )
 _CASTS = {"str": str, "int": int, "float": float}
+_KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number"}
 
 
 class NodeExitedError(RuntimeError):
@@ -72,7 +73,7 @@ def _node(context):
         try:
             overrides[name] = _CASTS[kind](value)
         except ValueError as err:
-            raise ValueError(f"launch argument {name}:={value!r} must be a {kind}") from err
+            raise ValueError(f"launch argument {name}:={value!r} must be {_KIND_NAMES[kind]}") from err
     profile = LaunchConfiguration("fastdds_profile").perform(context)
     common = dict(
         name=LaunchConfiguration("node_name"),
@@ -94,15 +95,27 @@ def _node(context):
         _drive_to_active(node)
 
 
+def _configure_failed(context):
+    """OpaqueFunction run when configuring ended in unconfigured: fail the launch as a failed start-up does."""
+    raise NodeExitedError("configure failed, the node stayed unconfigured (its error is printed above)")
+
+
 def _drive_to_active(node) -> list:
-    """configure now; activate once configuring has ended in inactive (launch_ros's lifecycle events)."""
+    """configure now; activate once configuring has ended in inactive (launch_ros's lifecycle events).
+
+    A configure that fails (e.g. model_path names no model) ends the launch with exit status 1, as a plain node
+    that exits at start-up does; otherwise the launch would keep waiting on a node that never becomes active.
+    """
     def transition(transition_id):
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
 
     activate = RegisterEventHandler(OnStateTransition(
         target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
         entities=[transition(lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE)]))
-    return [activate, transition(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
+    failed = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="unconfigured",
+        entities=[OpaqueFunction(function=_configure_failed)]))
+    return [activate, failed, transition(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -82,12 +82,16 @@ def test_launch_file_starts_the_managed_node_and_drives_it_to_active():
     assert ast.literal_eval({k.arg: k.value for k in lifecycle_calls[0].keywords}["executable"]) == "goal_lifecycle_node"
     assert "RENAME goal_lifecycle_node" in (ROOT / "CMakeLists.txt").read_text()
     assert (ROOT / "scripts" / "actedit_goal_lifecycle_node").is_file()
-    handlers = [c for c in calls if getattr(c.func, "id", "") == "OnStateTransition"]
-    assert len(handlers) == 1
-    keywords = {k.arg: k.value for k in handlers[0].keywords}
-    assert ast.literal_eval(keywords["start_state"]) == "configuring"
-    assert ast.literal_eval(keywords["goal_state"]) == "inactive"
+    handlers = [{k.arg: k.value for k in c.keywords} for c in calls if getattr(c.func, "id", "") == "OnStateTransition"]
+    ends = {(ast.literal_eval(h["start_state"]), ast.literal_eval(h["goal_state"])): h for h in handlers}
+    assert sorted(ends) == [("configuring", "inactive"), ("configuring", "unconfigured")]
     assert "TRANSITION_CONFIGURE" in source and "TRANSITION_ACTIVATE" in source
+    # a failed configure fails the launch (exit 1) instead of leaving it waiting on an unconfigured node for ever
+    # (what `ros2 launch ... managed:=true model_path:=/nonexistent` did)
+    failed = ast.unparse(ends["configuring", "unconfigured"]["entities"])
+    assert "OpaqueFunction(function=_configure_failed)" in failed
+    raising = next(f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "_configure_failed")
+    assert any(isinstance(n, ast.Raise) for n in ast.walk(raising))
     assert 'DeclareLaunchArgument("managed", default_value="false"' in source
 
 
@@ -159,6 +163,16 @@ def test_managed_launch_drives_the_lifecycle_node_to_active(tmp_path, colcon_ins
     code, output = run_launch(colcon_install, [f"model_path:={model}", "device:=cpu", "torch_threads:=1",
                                                "managed:=true"], interrupt_when="ready:")
     assert "ready:" in output and code == 0, output
+
+
+@needs_launch_ros
+def test_managed_launch_fails_when_configure_fails(tmp_path, colcon_install):  # pragma: no cover
+    """managed:=true with a model_path without a model: configure fails, and the launch ends with 1 (it kept
+    running with the node unconfigured before)."""
+    missing = tmp_path / "no_model_here"
+    code, output = run_launch(colcon_install, [f"model_path:={missing}", "device:=cpu", "managed:=true"], timeout=60)
+    assert code == 1, output
+    assert f"model directory {missing} does not exist" in output and "configure failed" in output, output
 
 
 @needs_launch_ros
