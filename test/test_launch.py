@@ -115,9 +115,17 @@ def run_launch(install: Path, arguments: list[str], interrupt_when: str = "", ti
     """Launch launch/goal_node.launch.py with the node from ``install``; SIGINT it (Ctrl-C) once a line of its
     output holds ``interrupt_when``. Returns the launch's exit code and its output."""
     env = dict(os.environ, AMENT_PREFIX_PATH=os.pathsep.join([str(install), os.environ.get("AMENT_PREFIX_PATH", "")]))
+    # its own process group, so that a launch killed at the timeout takes its node with it (one was left running)
     process = subprocess.Popen([sys.executable, "-c", LAUNCH, str(LAUNCH_FILE), *arguments], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    killer = threading.Timer(timeout, process.kill)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill_group():
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    killer = threading.Timer(timeout, kill_group)
     killer.start()
     try:
         lines = []
@@ -129,7 +137,7 @@ def run_launch(install: Path, arguments: list[str], interrupt_when: str = "", ti
         return process.wait(), "".join(lines)
     finally:
         killer.cancel()
-        process.kill()
+        kill_group()
 
 
 @needs_launch_ros
