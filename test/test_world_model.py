@@ -144,3 +144,24 @@ def test_learned_autoencoder_resumes_exactly_and_reports_held_out_psnr(tmp_path)
     assert (tmp_path / "straight" / "vae" / "config.json").exists()
     with pytest.raises(ValueError, match="multiples of 8"):
         train_autoencoder(data, tmp_path / "bad", steps=1, crop=(30, 24))
+
+
+def test_decoder_refinement_keeps_the_encoder_and_so_every_cached_latent(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from actedit_ros.world.dataset import write_dataset
+    from actedit_ros.world.vae_training import refine_decoder, train_autoencoder
+
+    data = write_dataset(tmp_path / "ds", 6, 2, (64, 48), progress=False)
+    train_autoencoder(data, tmp_path / "vae", steps=2, batch_size=2, crop=(32, 24))
+    metrics = refine_decoder(data, tmp_path / "vae" / "vae", tmp_path / "refined", steps=3, batch_size=2,
+                             crop=(32, 24), lr=1e-2)
+    before = AutoencoderKL.from_pretrained(tmp_path / "vae" / "vae", local_files_only=True)
+    after = AutoencoderKL.from_pretrained(tmp_path / "refined" / "vae", local_files_only=True)
+    old, new = before.state_dict(), after.state_dict()
+    encoder = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    decoder = [k for k in old if k.startswith("decoder.")]
+    assert encoder and all(torch.equal(old[k], new[k]) for k in encoder)
+    assert any(not torch.equal(old[k], new[k]) for k in decoder)
+    assert after.config.scaling_factor == before.config.scaling_factor
+    assert metrics["decoder_refine_steps"] == 3 and metrics["reconstruction_psnr_db"] > 0

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vae_training import train_autoencoder, train_decoder, write_encoder_vae
+from .vae_training import refine_decoder, train_autoencoder, train_decoder, write_encoder_vae
 
 log = logging.getLogger("actedit_ros.world.train_default")
 
@@ -55,14 +55,16 @@ class Recipe:
     instruction_variants: int  # training-only rewordings per pair (world/phrasing_augment.py); 0 = none
     ip2p_steps: tuple[int, ...]  # stage-4 step counts, each run with its own cosine LR schedule (warm restarts)
     work_dir: str  # default folder under work_dirs/
+    decoder_steps: int  # the decoder stage's steps (v2: train it; v3: refine the learned one)
 
 
 RECIPES = {
     "v3": Recipe(image_size=(128, 96), resolution=111, render_size=(128, 96), autoencoder="learned",
-                 instruction_variants=8, ip2p_steps=(8000,), work_dir="default_v3"),
+                 instruction_variants=8, ip2p_steps=(8000,), work_dir="default_v3",
+                 decoder_steps=6000),
     "v2": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
                  instruction_variants=0, ip2p_steps=(1600, 8000),
-                 work_dir="default_model"),
+                 work_dir="default_model", decoder_steps=1500),
 }
 SHIPPED_RECIPE = "v2"
 IMAGE_SIZE = RECIPES[SHIPPED_RECIPE].image_size  # what the shipped model works at
@@ -221,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "work_dirs/default_v3 for v3)")
     parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
     parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
-    parser.add_argument("--decoder-steps", type=int, default=1500,
-                        help="v2: optimizer steps of the VAE decoder (batch 16; the encoder is fixed, see "
-                             "vae_training.fixed_encoder_vae)")
+    parser.add_argument("--decoder-steps", type=int, default=None,
+                        help="optimizer steps of the decoder stage (batch 16), which runs in a second process while "
+                             "the UNet trains: v2 trains the decoder of its fixed encoder (default 1500), v3 refines "
+                             "the learned autoencoder's decoder on its frozen latents (default 6000)")
     parser.add_argument("--autoencoder-steps", type=int, default=8000,
                         help="v3: optimizer steps of the learned autoencoder (batch 16 random 64x48 crops)")
     parser.add_argument("--only-decoder", action="store_true",
@@ -269,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     recipe = RECIPES[args.recipe]
+    args.decoder_steps = args.decoder_steps or recipe.decoder_steps
     work = (args.work_dir or WORK_DIRS / recipe.work_dir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     arm = "editaction" if args.ablation == "editaction" else f"ablation_{args.ablation}"
@@ -280,9 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after == "dataset":
         return 0
     if args.only_decoder:
-        (work / "vae").mkdir(parents=True, exist_ok=True)
-        (work / "vae" / "decoder.pid").write_text(str(os.getpid()))
-        log.info("decoder: %s", train_decoder(dataset_dir, work / "vae", args.decoder_steps, seed=args.seed))
+        decoder_dir = _decoder_dir(work, recipe)
+        decoder_dir.mkdir(parents=True, exist_ok=True)
+        (decoder_dir / "decoder.pid").write_text(str(os.getpid()))
+        if recipe.autoencoder == "learned":
+            metrics = refine_decoder(dataset_dir, work / "vae" / "vae", decoder_dir, args.decoder_steps, seed=args.seed)
+        else:
+            metrics = train_decoder(dataset_dir, decoder_dir, args.decoder_steps, seed=args.seed)
+        log.info("decoder: %s", metrics)
         return 0
     init_dir, decoder = _vae_and_init_stages(work, args, recipe, dataset_dir)
     if args.stop_after in ("vae", "init"):
@@ -315,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info("done in %.0f s", time.time() - started)
     if stage5_dir.name == "editaction" and not args.no_export:
-        out = export_default(stage5_dir, vae_source=work / "vae" / "vae",
+        out = export_default(stage5_dir, vae_source=_trained_vae(work, recipe),
                              notes=_notes(work, "editaction", args.recipe))
         print(f"exported to {out}")
     return 0
@@ -327,8 +336,8 @@ def _export_stage(work: Path, args, stage5_dir: Path) -> int:
     if not (source / "model_index.json").exists():
         print(f"error: no exported model in {source} yet (--export-from {args.export_from})", file=sys.stderr)
         return 2
-    vae = work / "vae" / "vae" if (work / "vae" / "vae").exists() else (work / "vae" / "checkpoint")
-    out = export_default(source, out_dir=args.export_to or PACKAGED_DIR, vae_source=vae,
+    out = export_default(source, out_dir=args.export_to or PACKAGED_DIR,
+                         vae_source=_trained_vae(work, RECIPES[args.recipe]),
                          notes=_notes(work, args.export_from, args.recipe))
     print(f"exported {source} to {out}")
     return 0
@@ -356,26 +365,45 @@ def _dataset_stage(work: Path, args, recipe: Recipe) -> Path:
 
 
 def _vae_and_init_stages(work: Path, args, recipe: Recipe, dataset_dir: Path):
-    """Stages 2-3. v3 trains the autoencoder first; v2 starts its decoder in a second process (returned) because
-    the UNet only needs the fixed encoder."""
+    """Stages 2-3. v3 trains the autoencoder first (the UNet needs its encoder) and then refines its decoder in a
+    second process (returned) while the UNet trains; v2 trains its decoder that way from the start, because the UNet
+    only needs the fixed encoder."""
     vae_dir, init_dir = work / "vae", work / "init_model"
-    decoder = None
     if recipe.autoencoder == "learned":
         log.info("autoencoder: %s", train_autoencoder(dataset_dir, vae_dir, args.autoencoder_steps, seed=args.seed))
         encoder_vae = vae_dir / "vae"
     else:
         encoder_vae = write_encoder_vae(vae_dir, dataset_dir, seed=args.seed)
-        if not (vae_dir / "metrics.json").exists() and not _decoder_running(vae_dir):
-            command = [sys.executable, "-m", "actedit_ros.world.train_default", "--recipe", args.recipe,
-                       "--only-decoder", "--work-dir", str(work), "--decoder-steps", str(args.decoder_steps),
-                       "--threads", str(args.threads), "--seed", str(args.seed)]
-            decoder = subprocess.Popen(command, stdout=open(work / "decoder.log", "a"), stderr=subprocess.STDOUT)
-            log.info("decoder training started in the background (pid %d, log %s)", decoder.pid, work / "decoder.log")
+    decoder = None
+    decoder_dir = _decoder_dir(work, recipe)
+    if not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
+        command = [sys.executable, "-m", "actedit_ros.world.train_default", "--recipe", args.recipe,
+                   "--only-decoder", "--work-dir", str(work), "--decoder-steps", str(args.decoder_steps),
+                   "--threads", str(args.threads), "--seed", str(args.seed)]
+        decoder = subprocess.Popen(command, stdout=open(work / "decoder.log", "a"), stderr=subprocess.STDOUT)
+        log.info("decoder training started in the background (pid %d, log %s)", decoder.pid, work / "decoder.log")
     if args.stop_after == "vae":
         return init_dir, decoder
     if not (init_dir / "model_index.json").exists():
         write_init_model(encoder_vae, init_dir, seed=args.seed, resolution=recipe.resolution)
     return init_dir, decoder
+
+
+def _decoder_dir(work: Path, recipe: Recipe) -> Path:
+    """Where the decoder stage writes: v2 trains it inside vae/ (next to its fixed encoder), v3 refines the learned
+    autoencoder's decoder into vae_decoder/."""
+    return work / ("vae_decoder" if recipe.autoencoder == "learned" else "vae")
+
+
+def _trained_vae(work: Path, recipe: Recipe) -> Path:
+    """The VAE to export: the decoder stage's result when it is done, else its checkpoint (v2), else the learned
+    autoencoder as trained (v3)."""
+    decoder_dir = _decoder_dir(work, recipe)
+    if (decoder_dir / "vae").exists():
+        return decoder_dir / "vae"
+    if recipe.autoencoder == "fixed" or (decoder_dir / "checkpoint" / "vae.safetensors").exists():
+        return decoder_dir / "checkpoint"
+    return work / "vae" / "vae"
 
 
 def _step_list(text: str) -> list[int]:
@@ -410,9 +438,9 @@ def _wait(process) -> int:
 
 def _notes(work: Path, stage: str, recipe: str) -> dict:
     notes = {"recipe": recipe, "exported_stage": stage}
-    vae_metrics = work / "vae" / "metrics.json"
-    if vae_metrics.exists():
-        notes["vae"] = json.loads(vae_metrics.read_text())
+    for vae_metrics in (work / "vae" / "metrics.json", work / "vae_decoder" / "metrics.json"):  # the later wins
+        if vae_metrics.exists():
+            notes["vae"] = json.loads(vae_metrics.read_text())
     for name in ("ip2p", stage):
         config = work / name / "training_config.json"
         if config.exists():

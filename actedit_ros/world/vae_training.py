@@ -93,6 +93,49 @@ def train_autoencoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: 
                    {"kind": "learned", "autoencoder_steps": steps, "crop": list(crop), "image_size": [width, height]})
 
 
+def refine_decoder(dataset_dir: Path, vae_dir: Path, out_dir: Path, steps: int, batch_size: int = 16,
+                   crop: tuple[int, int] = (64, 48), lr: float = 3e-4, seed: int = 0, checkpoint_every: int = 100,
+                   num_frames: int = 8000, stop_at: int | None = None) -> dict:
+    """Go on training only the decoder of a learned autoencoder (the diffusers folder `vae_dir`) on its own cached
+    latents: the encoder, and so every latent the UNet stages train on, stays exactly as it is, which is why this may
+    run while the UNet trains. Crops are cut in latent space (8x smaller) and pixel space alike. Metrics as
+    :func:`train_autoencoder` (held-out test frames, encoded and decoded); {} when `stop_at` ended it early."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    done_file = out_dir / "metrics.json"
+    if done_file.exists():
+        return json.loads(done_file.read_text())
+    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, use_safetensors=True)
+    frames = torch.from_numpy(load_frames(dataset_dir, num_frames)).permute(0, 3, 1, 2).contiguous()
+    height, width = frames.shape[2:]
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(_to_unit(frames[i:i + 64])).latent_dist.mode()
+                             for i in range(0, len(frames), 64)])
+
+    def batch_loss(generator):
+        idx = torch.randint(0, len(frames), (batch_size,), generator=generator)
+        left = int(torch.randint(0, (width - crop[0]) // 8 + 1, (1,), generator=generator))
+        top = int(torch.randint(0, (height - crop[1]) // 8 + 1, (1,), generator=generator))
+        z = latents[idx, :, top:top + crop[1] // 8, left:left + crop[0] // 8]
+        x = _to_unit(frames[idx, :, 8 * top:8 * top + crop[1], 8 * left:8 * left + crop[0]])
+        recon = vae.decode(z).sample
+        return (recon - x).abs().mean() + (recon - x).pow(2).mean()
+
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    if not _optimise(vae, params, batch_loss, steps, lr, seed, out_dir, "decoder refinement", checkpoint_every,
+                     stop_at):
+        return {}
+    vae.eval()
+    source = json.loads((vae_dir.parent / "metrics.json").read_text()) if (vae_dir.parent / "metrics.json").exists() \
+        else {}
+    held = torch.from_numpy(load_frames(dataset_dir, HELD_OUT_FRAMES, split="test")).permute(0, 3, 1, 2)
+    return _finish(vae, _to_unit(held), lambda x: vae.decode(vae.encode(x).latent_dist.mode()).sample, out_dir,
+                   {"kind": "learned", "autoencoder_steps": source.get("autoencoder_steps"),
+                    "autoencoder_psnr_db": source.get("reconstruction_psnr_db"), "decoder_refine_steps": steps,
+                    "crop": list(crop), "image_size": [width, height]})
+
+
 # --------------------------------------------------------------------------------------------------- fixed (v2)
 FIXED_ENCODER_K = 100.0  # constant channels that make GroupNorm's statistics image-independent (see below)
 FIXED_ENCODER_SHIFT = 20.0  # moves values into SiLU's linear range
