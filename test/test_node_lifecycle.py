@@ -111,6 +111,8 @@ def test_configure_activate_deactivate_cleanup(managed):
     assert node.predictor is not None
     assert lifecycle.set(Transition.TRANSITION_INACTIVE_SHUTDOWN)
     assert lifecycle.state() == State.PRIMARY_STATE_FINALIZED and node.predictor is None
+    for said in ("configured:", "active:", "inactive:", "cleaned up:", "shut down:"):  # each transition is logged
+        wait_for(lambda: [log for log in planner.logs if log.msg.startswith(said)], f"the {said!r} log line")
 
 
 @pytest.mark.parametrize("managed", [{"model_path": "/nonexistent/model"}], indirect=True)

@@ -50,21 +50,25 @@ class GoalLifecycleNode(GoalNodeCore, LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._stopping = None
         self._start_prediction_thread()
+        self.get_logger().info("configured: model loaded; activate to serve")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stopping = None
         self._create_interfaces()
         self.interfaces_live = True
+        self.get_logger().info("active: camera, services, action and topics are live")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._go_inactive("deactivated")
+        self.get_logger().info("inactive: tracking stopped, interfaces down, model kept")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_prediction_thread()
         self._free_model()
+        self.get_logger().info("cleaned up: model freed; configure to load it again")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -73,6 +77,7 @@ class GoalLifecycleNode(GoalNodeCore, LifecycleNode):
         self._stopping = "shut down"
         self._stop_prediction_thread()
         self._free_model()
+        self.get_logger().info("shut down: model freed")
         return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------------------------------ steps
