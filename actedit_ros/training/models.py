@@ -84,17 +84,34 @@ def copy_frozen_component(source: Path, target: Path) -> None:
             shutil.copy2(file, destination)
 
 
+def _swap_in(written: Path, target: Path) -> None:
+    """Replace folder `target` by the freshly written `written` without rewriting files in place: a process that
+    has the old weights memory-mapped (a node or an evaluation loading the model while training exports every
+    checkpoint) keeps reading the old files instead of dying of SIGBUS on a truncated one."""
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    written.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
 def export_model(out_dir: Path, unet, components, source_index: dict, prediction_type: str, resolution: int) -> None:
     """Write a diffusers-format InstructPix2Pix directory (safetensors) that the project's loader reads."""
     from actedit_ros.editing.loading import TEXT_ENCODER_PACKAGE_KEY
     from actedit_ros.editing.tiny import write_model_index
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(out_dir / "unet", safe_serialization=True)
+    unet.save_pretrained(out_dir / "unet.tmp", safe_serialization=True)
+    _swap_in(out_dir / "unet.tmp", out_dir / "unet")
     text_package = source_index.get(TEXT_ENCODER_PACKAGE_KEY)
     frozen = ("vae",) if text_package else ("vae", "text_encoder", "tokenizer")
     for name in frozen:
-        copy_frozen_component(Path(components.model_path) / name, out_dir / name)
+        if Path(components.model_path).resolve() / name != (out_dir / name).resolve():
+            copy_frozen_component(Path(components.model_path) / name, out_dir / f"{name}.tmp")
+            _swap_in(out_dir / f"{name}.tmp", out_dir / name)
     scheduler = export_scheduler(components.scheduler, prediction_type)
     scheduler.save_pretrained(out_dir / "scheduler")
     write_model_index(out_dir, text_encoder=type(components.text_encoder).__name__,
