@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from actedit_ros.training.data import load_progress_records, read_rgb
+from actedit_ros.training.state_io import load_optimizer_tensors, optimizer_tensors
 
 from .learned import INPUT_SIZE, ProgressModel, ProgressNet, frame_inputs, network_input, reference_inputs
 from .perturbations import degrade_goal, perturb
@@ -204,24 +205,6 @@ def make_batch(data: dict, index: np.ndarray, rng: np.random.Generator | None):
         torch.from_numpy(data["label"][index].astype(np.float32))
 
 
-def _optimizer_state(optimizer) -> dict:
-    import torch
-
-    tensors = {}
-    for i, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            tensors[f"{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    return tensors
-
-
-def _load_optimizer_state(optimizer, tensors: dict) -> None:
-    state = optimizer.state_dict()
-    for name, value in tensors.items():
-        i, key = name.split(".", 1)
-        state["state"].setdefault(int(i), {})[key] = value
-    optimizer.load_state_dict(state)
-
-
 def drop_wrong_goals(data: dict) -> dict:
     """Leaves out the samples of goals none of whose frames go toward them (predicted goals the readout called
     wrong): the other-action clips already teach "not this goal", and a wrong goal's frames would also teach the
@@ -271,7 +254,8 @@ def train(data: dict, work_dir: Path, steps: int, batch_size: int, lr: float, wi
         meta = json.loads(meta_path.read_text())
         tensors = load_file(str(state_path))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        _load_optimizer_state(optimizer, {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")})
+        load_optimizer_tensors(optimizer, {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")},
+                               source=str(state_path))
         step, log = int(meta["step"]), meta.get("log", [])
         rng = np.random.default_rng([seed, step])
         print(f"resumed from {state_path} at step {step}")
@@ -292,7 +276,7 @@ def train(data: dict, work_dir: Path, steps: int, batch_size: int, lr: float, wi
         if step % checkpoint_every == 0 or step == steps:
             log.append({"step": step, "train_loss": round(loss.item(), 5), **validate(net, data, val_index)})
             tensors = {f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}
-            tensors.update({f"opt.{k}": v.contiguous() for k, v in _optimizer_state(optimizer).items()})
+            tensors.update({f"opt.{k}": v for k, v in optimizer_tensors(optimizer).items()})
             save_file(tensors, str(state_path.with_suffix(".tmp")))
             state_path.with_suffix(".tmp").replace(state_path)
             meta_path.write_text(json.dumps({"step": step, "log": log}, indent=1))

@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from actedit_ros.training.state_io import load_optimizer, save_optimizer
+
 log = logging.getLogger("actedit_ros.world.vae_training")
 
 FIXED_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32, 64),
@@ -300,28 +302,6 @@ def _finish(vae, held_x, reconstruct: Callable, out_dir: Path, notes: dict) -> d
     save_reconstruction_sheet(held_x[:8], recon[:8], out_dir / "reconstruction.png")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def save_optimizer(optimizer, path: Path) -> None:
-    """Adam state as safetensors (no pickle): tensors flattened by parameter index, hyper-parameters as JSON."""
-    from safetensors.torch import save_file
-
-    state = optimizer.state_dict()
-    tensors = {f"{idx}.{key}": value.contiguous() for idx, entry in state["state"].items()
-               for key, value in entry.items()}
-    save_file(tensors, str(path), metadata={"param_groups": json.dumps(state["param_groups"])})
-
-
-def load_optimizer(optimizer, path: Path) -> None:
-    from safetensors import safe_open
-
-    state: dict = {}
-    with safe_open(str(path), framework="pt") as handle:
-        groups = json.loads(handle.metadata()["param_groups"])
-        for key in handle.keys():
-            idx, name = key.split(".", 1)
-            state.setdefault(int(idx), {})[name] = handle.get_tensor(key)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _save_checkpoint(vae, optimizer, step: int, out_dir: Path) -> None:
