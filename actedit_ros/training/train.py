@@ -7,7 +7,8 @@ Runs the same on a laptop CPU (float32) and on GPUs via HF accelerate::
 
 The output directory ends up holding a diffusers-format model (unet/, vae/, text_encoder/, tokenizer/, scheduler/,
 model_index.json - what ``GoalPredictor.from_pretrained`` loads) with ``training_config.json`` (every flag) beside it,
-plus ``checkpoints/checkpoint-<step>/`` (accelerate state: model and EMA as safetensors, optimizer, LR scheduler, RNG),
+plus ``checkpoints/checkpoint-<step>/`` (safetensors and JSON only: model, optimizer, LR schedule, EMA; see
+:mod:`.checkpoints`),
 ``validation/step-<step>.png`` grids (input | prediction | target) and ``logs/metrics.jsonl`` (one line per step).
 
 Exact resume: every random draw of a step (flips, conditioning dropout, negative instructions, timesteps, noise,
@@ -264,7 +265,8 @@ def resume(run: Run) -> None:
     """Continue from ``--resume-from-checkpoint`` when it names one (weights, optimizer, schedule, EMA, step)."""
     folder = find_resume_checkpoint(run.args.resume_from_checkpoint, run.output_dir, run.main_process)
     if folder is not None:
-        run.global_step = restore_checkpoint(folder, run.args, run.accelerator, run.ema, run.names)
+        run.global_step = restore_checkpoint(folder, run.args, run.accelerator, run.unet, run.optimizer,
+                                             run.lr_scheduler, run.ema, run.names)
         run.last_saved_step = run.global_step
 
 
@@ -378,7 +380,8 @@ def save_checkpoint(run: Run, step: int) -> None:
     run.last_saved_step = step
     run.accelerator.wait_for_everyone()
     if run.main_process:
-        write_checkpoint(run.output_dir, step, run.args, run.accelerator, run.ema, run.names)
+        write_checkpoint(run.output_dir, step, run.args, run.accelerator, run.unet, run.optimizer, run.lr_scheduler,
+                         run.ema, run.names)
         if run.args.export_with_checkpoints:
             export(run, step)
     run.accelerator.wait_for_everyone()  # no process runs ahead of a checkpoint being written
