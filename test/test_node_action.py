@@ -43,6 +43,14 @@ from actedit_ros.world.readout import EndStateReadout
 
 Result = ReachVisualGoal.Result
 ACTION = "/goal_node/reach_visual_goal"
+FEEDBACK_TOPIC = ACTION + "/_action/feedback"
+
+
+def wait_until_feedback_reaches(node, clients: int) -> None:
+    """Until the node's graph sees `clients` feedback subscriptions: feedback is a plain topic, and a client whose
+    subscription is not discovered yet misses what is published meanwhile (wait_for_server only covers the
+    services), which a loaded machine made visible."""
+    wait_for(lambda: node.count_subscribers(FEEDBACK_TOPIC) >= clients, f"{clients} feedback subscription(s)")
 
 
 class Goal:
@@ -79,9 +87,11 @@ class Goal:
 def client(ros):
     _, planner, predictor = ros
     predictor.edit_start = True
+    action_client = ActionClient(planner.node, ReachVisualGoal, ACTION)
+    wait_until_feedback_reaches(ros[0], 1)
     # Not destroyed here: the harness's executor still spins the planner node, and destroying a waitable under a
     # spinning executor races with its wait set (rclpy); it goes with the planner node's context.
-    yield ActionClient(planner.node, ReachVisualGoal, ACTION)
+    yield action_client
     predictor.edit_start = False
 
 
@@ -231,10 +241,17 @@ def test_a_client_that_missed_the_status_learns_it_while_the_goal_runs(ros, clie
 # ------------------------------------------------------------------------------------------------- ending
 def test_timeout_while_tracking_and_while_predicting(ros, client):
     node, planner, predictor = ros
-    goal, first = start_tracking(ros, client, 1300, timeout=1.0)
-    result = goal.result()
+    for timeout in (1.0, 4.0, 15.0):  # the timeout counts the prediction too, which a loaded machine slows down
+        deliver_frame(node, planner, frame(1300), 1300)
+        goal = Goal(client, instruction=GOOD_INSTRUCTION, timeout=timeout)
+        result = goal.result(timeout=WAIT + timeout)
+        if any(f.phase == "tracking" for f in goal.feedback):
+            break
+        assert result.result.reason == Result.TIMEOUT and result.result.goal_id == ""  # timed out predicting
+    else:
+        raise AssertionError("no goal reached tracking within its timeout")
     assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == Result.TIMEOUT
-    assert "timeout" in result.result.message and result.result.elapsed >= 1.0
+    assert "timeout" in result.result.message and result.result.elapsed >= timeout
     assert node.current_goal_id == ""
     predictor.gate.clear()
     predictor.entered.clear()
@@ -278,6 +295,7 @@ def test_a_second_client_preempts_and_reaches(ros, client):
     spinner.start()
     second = ActionClient(second_node, ReachVisualGoal, ACTION)
     try:
+        wait_until_feedback_reaches(node, 2)
         new = Goal(second, instruction="open the drawer")
         result = old.result()
         assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == Result.PREEMPTED

@@ -35,6 +35,7 @@ _REASONS = {gp.BAD_REQUEST: Result.BAD_REQUEST, gp.BUSY: Result.BUSY, gp.FAILED:
             gp.SHUTDOWN: Result.SHUTDOWN}
 SAFETY_WAKE = 1.0  # seconds: the longest the tracking loop sleeps without a notification
 STATUS_REPUBLISH = 1.0  # seconds between republished goal status arrays while a goal runs (see GoalActionServer)
+PREEMPTED_WAIT = 10.0  # seconds a new goal waits for the goals it preempted to end (they end at once)
 CANCEL_STATE_WAIT = 2.0  # seconds _finish waits for rclpy to put a cancelled goal in its CANCELING state
 
 
@@ -175,6 +176,10 @@ class GoalActionServer:
                                                              f"{goal.max_stale:g}: use seconds >= 0 (0: no timeout, "
                                                              f"the node's action_max_stale)")
         tracked.handle.publish_feedback(Feedback(phase="predicting", elapsed=self._elapsed(tracked)))
+        with self._cond:  # the goals this one preempted clear their node goal as they end: let them, before this
+            # prediction starts, or their clearing would discard it as "replaced while it ran"
+            self._cond.wait_for(lambda: not any(t.end is not None and t.key != tracked.key
+                                                for t in self._active.values()), timeout=PREEMPTED_WAIT)
 
         def abandon():
             ending = self._ending(tracked)
