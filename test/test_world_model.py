@@ -165,3 +165,14 @@ def test_decoder_refinement_keeps_the_encoder_and_so_every_cached_latent(tmp_pat
     assert any(not torch.equal(old[k], new[k]) for k in decoder)
     assert after.config.scaling_factor == before.config.scaling_factor
     assert metrics["decoder_refine_steps"] == 3 and metrics["reconstruction_psnr_db"] > 0
+
+
+def test_v3_export_takes_the_better_reconstructing_vae(tmp_path):
+    from actedit_ros.world.train_default import RECIPES, _trained_vae
+
+    for folder, psnr in (("vae", 28.7), ("vae_decoder", 28.1)):
+        (tmp_path / folder / "vae").mkdir(parents=True)
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({"reconstruction_psnr_db": psnr}))
+    assert _trained_vae(tmp_path, RECIPES["v3"]) == tmp_path / "vae" / "vae"  # the refinement did worse
+    (tmp_path / "vae_decoder" / "metrics.json").write_text(json.dumps({"reconstruction_psnr_db": 30.2}))
+    assert _trained_vae(tmp_path, RECIPES["v3"]) == tmp_path / "vae_decoder" / "vae"

@@ -396,14 +396,16 @@ def _decoder_dir(work: Path, recipe: Recipe) -> Path:
 
 
 def _trained_vae(work: Path, recipe: Recipe) -> Path:
-    """The VAE to export: the decoder stage's result when it is done, else its checkpoint (v2), else the learned
-    autoencoder as trained (v3)."""
+    """The VAE to export. v2: the decoder stage's result when done, else its checkpoint. v3: the refined decoder
+    when it is done and reconstructs held-out frames better than the autoencoder as trained, else the latter."""
     decoder_dir = _decoder_dir(work, recipe)
-    if (decoder_dir / "vae").exists():
-        return decoder_dir / "vae"
-    if recipe.autoencoder == "fixed" or (decoder_dir / "checkpoint" / "vae.safetensors").exists():
-        return decoder_dir / "checkpoint"
-    return work / "vae" / "vae"
+    if recipe.autoencoder == "fixed":
+        return decoder_dir / "vae" if (decoder_dir / "vae").exists() else decoder_dir / "checkpoint"
+    psnr = {}
+    for folder in (work / "vae", decoder_dir):
+        if (folder / "metrics.json").exists() and (folder / "vae").exists():
+            psnr[folder / "vae"] = json.loads((folder / "metrics.json").read_text())["reconstruction_psnr_db"]
+    return max(psnr, key=psnr.get) if psnr else work / "vae" / "vae"
 
 
 def _step_list(text: str) -> list[int]:
