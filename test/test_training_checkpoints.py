@@ -13,25 +13,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from actedit_ros.editing.tiny import make_tiny_model
 from actedit_ros.training import state_io
 from actedit_ros.training.train import train
 
-from test_training import train_args, write_square_dataset
+from test_training import squares, tiny_model, train_args  # noqa: F401 - squares and tiny_model are fixtures
 
 COMMON = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--use-ema", "--ema-decay", "0.9",
           "--action-loss-weight", "0.05", "--gradient-accumulation-steps", "2", "--lr-scheduler", "linear",
           "--checkpointing-steps", "2", "--cache-latents", "--random-flip", "--max-train-steps", "4")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory) -> Path:
-    return write_square_dataset(tmp_path_factory.mktemp("squares"), pairs=20)
 
 
 def run_args(model: Path, dataset: Path, out: Path, *extra: str):
