@@ -180,3 +180,37 @@ def test_resume_is_exact_with_variants_on(tmp_path, tiny_model, reworded):
     c = unet_weights(plain)
     assert not all(torch.equal(a[k], c[k]) for k in a)
     assert "variant_fraction" not in lines(plain)[0]
+
+
+def test_prefetching_encoders_trains_the_same_and_resumes_exactly(tmp_path, tiny_model, reworded, monkeypatch):
+    common = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--action-loss-weight", "0.05",
+              "--gradient-accumulation-steps", "2", "--checkpointing-steps", "2", "--random-flip", "--cache-latents",
+              "--instruction-variant-prob", "0.5", "--max-train-steps", "4")
+    encoded_on = []  # which thread encoded each batch of texts (a spy around the real encoder)
+    real_encode = GoalPredictor.encode_texts
+
+    def spy(self, texts):
+        import threading
+        encoded_on.append(threading.current_thread().name)
+        return real_encode(self, texts)
+
+    monkeypatch.setattr(GoalPredictor, "encode_texts", spy)
+    plain = tmp_path / "plain"
+    train(train_args(tiny_model, reworded, plain, *common))
+    assert not any(name.startswith("actedit-prefetch") for name in encoded_on)
+    encoded_on.clear()
+    prefetched = tmp_path / "prefetched"
+    train(train_args(tiny_model, reworded, prefetched, *common, "--prefetch-encoders"))
+    assert sum(name.startswith("actedit-prefetch") for name in encoded_on) >= 8  # every micro-batch, ahead
+    lines = lambda run: [json.loads(l) for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()]  # noqa
+    assert [m["loss"] for m in lines(prefetched)] == pytest.approx([m["loss"] for m in lines(plain)], rel=1e-4)
+    a, b = unet_weights(plain), unet_weights(prefetched)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # Resumed with the prefetch on, the run is the uninterrupted one bit for bit.
+    stopped = tmp_path / "stopped"
+    train(train_args(tiny_model, reworded, stopped, "--stop-at-step", "2", "--prefetch-encoders", *common))
+    train(train_args(tiny_model, reworded, stopped, "--resume-from-checkpoint", "latest", "--prefetch-encoders",
+                     *common))
+    c = unet_weights(stopped)
+    assert all(torch.equal(b[k], c[k]) for k in b)
+    assert [m["loss"] for m in lines(stopped)] == [m["loss"] for m in lines(prefetched)]

@@ -95,6 +95,7 @@ class GoalPredictor:
     def __init__(self, components: EditActionComponents, cache_size: int = 8):
         self.components = components
         self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer raises 'Already borrowed' when shared by threads
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._image_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
@@ -134,10 +135,12 @@ class GoalPredictor:
 
     # ----------------------------------------------------------------------------------------------- encoders
     @torch.no_grad()
-    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """(len, tokens, dim) embeddings of ``texts``, encoded together, not cached (see :meth:`text_embeddings`)."""
         c = self.components
-        tokens = c.tokenizer(texts, padding="max_length", max_length=min(c.tokenizer.model_max_length, 77),
-                             truncation=True, return_tensors="pt")
+        with self._tokenizer_lock:
+            tokens = c.tokenizer(texts, padding="max_length", max_length=min(c.tokenizer.model_max_length, 77),
+                                 truncation=True, return_tensors="pt")
         kwargs = {}
         if "attention_mask" in tokens and c.text_encoder.__class__.__name__ != "CLIPTextModel":
             kwargs["attention_mask"] = tokens["attention_mask"].to(c.device)
@@ -147,7 +150,7 @@ class GoalPredictor:
         """(1, tokens, dim) embedding of an instruction, cached."""
         cached = self._text_cache.get(instruction)
         if cached is None:
-            cached = self._encode_texts([instruction])
+            cached = self.encode_texts([instruction])
             self._remember(self._text_cache, instruction, cached)
         else:
             self._text_cache.move_to_end(instruction)
@@ -163,14 +166,14 @@ class GoalPredictor:
                 found[text] = self._text_cache[text]
         missing = [text for text in dict.fromkeys(instructions) if text not in found]
         if missing:
-            for text, embedding in zip(missing, self._encode_texts(missing).split(1)):
+            for text, embedding in zip(missing, self.encode_texts(missing).split(1)):
                 found[text] = embedding
                 self._remember(self._text_cache, text, embedding)
         return torch.cat([found[text] for text in instructions])
 
     def blank_embedding(self) -> torch.Tensor:
         if self._blank_embedding is None:
-            self._blank_embedding = self._encode_texts([""])
+            self._blank_embedding = self.encode_texts([""])
         return self._blank_embedding
 
     @torch.no_grad()

@@ -119,6 +119,35 @@ def step_instructions(batch: dict, generator: torch.Generator, args, size: int):
     return instructions, originals, variant_used, flip
 
 
+def micro_batch_pixels(batch: dict, flip: torch.Tensor | None, device, dtype: torch.dtype) -> torch.Tensor:
+    """The micro-batch's start images then its edited images, mirrored where ``flip`` says, in the model's range."""
+    source, edited = batch["input_pixels"], batch["edited_pixels"]
+    if flip is not None:
+        flip_device = flip.to(device)[:, None, None, None]
+        source = torch.where(flip_device, source.flip(-1), source)
+        edited = torch.where(flip_device, edited.flip(-1), edited)
+    return to_model_range(torch.cat([source, edited]).to(device), dtype)
+
+
+def latent_keys(batch: dict, flip: torch.Tensor | None) -> list[tuple]:
+    """The :class:`LatentCache` keys of :func:`micro_batch_pixels`' rows: (which image, pair index, mirrored)."""
+    flipped = flip.tolist() if flip is not None else [False] * len(batch["index"])
+    indices = batch["index"].tolist()
+    return [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
+
+
+PREFETCHED_EMBEDDINGS = "prefetched_text_embeddings"  # batch key: {instruction: embedding}, see prefetch.py
+
+
+def embed_prompts(embed, prompts: list[str], prefetched: dict | None) -> torch.Tensor:
+    """``embed(prompts)``, taking the embeddings computed ahead for this micro-batch where there are some."""
+    if not prefetched:
+        return embed(prompts)
+    missing = [text for text in dict.fromkeys(prompts) if text not in prefetched]
+    found = dict(zip(missing, embed(missing).split(1))) if missing else {}
+    return torch.cat([prefetched[text] if text in prefetched else found[text] for text in prompts])
+
+
 def training_micro_step(batch: dict, generator: torch.Generator, args, unet, reference_unet, vae, scaling: float,
                         noise_scheduler, prediction_type: str, weights: LossWeights, negatives, embed,
                         weight_dtype: torch.dtype, accelerator, latent_cache: LatentCache | None = None,
@@ -128,20 +157,13 @@ def training_micro_step(batch: dict, generator: torch.Generator, args, unet, ref
     With ``texts_log`` (a list), a :class:`StepTexts` of what was embedded is appended to it.
     """
     device = accelerator.device
-    source, edited = batch["input_pixels"], batch["edited_pixels"]
-    size = source.shape[0]
+    size = batch["input_pixels"].shape[0]
     instructions, originals, variant_used, flip = step_instructions(batch, generator, args, size)
-    if flip is not None:
-        flip_device = flip.to(device)[:, None, None, None]
-        source = torch.where(flip_device, source.flip(-1), source)
-        edited = torch.where(flip_device, edited.flip(-1), edited)
-    pixels = to_model_range(torch.cat([source, edited]).to(device), weight_dtype)
-    keys = None
+    pixels = micro_batch_pixels(batch, flip, device, weight_dtype)
     if latent_cache is not None:
-        flipped = flip.tolist() if flip is not None else [False] * size
-        indices = batch["index"].tolist()
-        keys = [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
-    mean, std = latent_cache.encode(vae, pixels, keys) if latent_cache is not None else encode_latents(vae, pixels)
+        mean, std = latent_cache.encode(vae, pixels, latent_keys(batch, flip))
+    else:
+        mean, std = encode_latents(vae, pixels)
     # InstructPix2Pix: the condition is the mode (= mean) of the input image's latent distribution, unscaled; the
     # target is a sample of the edited image's latent distribution, scaled.
     image_latents = mean[:size]
@@ -155,7 +177,7 @@ def training_micro_step(batch: dict, generator: torch.Generator, args, unet, ref
     text_dropped, image_dropped = dropout_masks(size, generator, args.drop_text_prob, args.drop_image_prob,
                                                 args.drop_both_prob)
     prompts = ["" if dropped else text for text, dropped in zip(instructions, text_dropped.tolist())]
-    text_embeddings = embed(prompts)
+    text_embeddings = embed_prompts(embed, prompts, batch.get(PREFETCHED_EMBEDDINGS))
     image_latents = image_latents.float() * (~image_dropped).to(device)[:, None, None, None]
 
     negative_embeddings, action_mask, negative_texts = None, None, []

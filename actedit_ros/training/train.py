@@ -44,6 +44,7 @@ from .errors import TrainingError
 from .losses import LossWeights, freeze_cross_attention
 from .models import (copy_frozen_component, export_model, export_scheduler, load_starting_model,
                      random_unet_from_config)
+from .prefetch import EncodingPrefetcher
 from .step import (EpochShuffleSampler, LatentCache, dropout_masks, encode_latents, micro_batch_generator,
                    training_micro_step)
 from .validation import validate, validation_pairs, validation_sampler, write_validation_grid
@@ -319,11 +320,24 @@ def training_loop(run: Run) -> None:
     metrics_file = run.output_dir / "logs" / "metrics.jsonl"
     if run.main_process:
         metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    batches = micro_batches(run, run.global_step * args.gradient_accumulation_steps)
+    start = run.global_step * args.gradient_accumulation_steps
+    batches = micro_batches(run, start)
     progress = tqdm(total=args.max_train_steps, initial=run.global_step, desc="actedit-train",
                     disable=args.no_progress or not run.main_process, dynamic_ncols=True)
     latent_cache = LatentCache() if args.cache_latents else None
     last_step = min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
+    if args.prefetch_encoders and run.global_step < last_step:
+        batches = EncodingPrefetcher(batches, start, run, latent_cache)
+    try:
+        _train_steps(run, batches, latent_cache, last_step, metrics_file, progress)
+    finally:
+        if isinstance(batches, EncodingPrefetcher):
+            batches.close()
+        progress.close()
+
+
+def _train_steps(run: Run, batches, latent_cache, last_step: int, metrics_file: Path, progress) -> None:
+    args = run.args
     while run.global_step < last_step:
         logs = optimizer_step(run, batches, latent_cache)
         if run.main_process:
@@ -336,7 +350,6 @@ def training_loop(run: Run) -> None:
             save_checkpoint(run, run.global_step)
         if run.main_process and args.validation_steps and run.global_step % args.validation_steps == 0:
             write_validation(run, run.global_step)
-    progress.close()
 
 
 def optimizer_step(run: Run, batches, latent_cache: LatentCache | None) -> dict[str, float]:

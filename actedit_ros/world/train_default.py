@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
               "--checkpointing-steps": 50, "--checkpoints-total-limit": 2, "--resume-from-checkpoint": "latest",
               "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
               "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None,
-              "--cache-latents": None}  # the encoder is frozen: its latents are computed once
+              "--cache-latents": None,  # the encoder is frozen: its latents are computed once
+              "--prefetch-encoders": None}  # the frozen encoders work on the next batch on the second core
     if recipe.instruction_variants:
         common["--instruction-variant-prob"] = 0.5  # half the draws train on a rewording (phrasing_augment.py)
     if args.ablation == "editaction":
