@@ -74,8 +74,8 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--prefetch-encoders", action="store_true",
                       help="encode the next micro-batch's instructions (and, with --cache-latents, its images) on a "
                            "second thread while this one trains: on a CPU with --num-threads 1 the frozen encoders "
-                           "then use a second core (measured on the v3 world recipe: 1.72 -> 0.99 s per step). Same draws, "
-                           "the same resume; embeddings may differ from a run without it in the last bits")
+                           "then use a second core (measured on the v3 world recipe: 1.72 -> 0.99 s per step). "
+                           "Same draws, the same resume; embeddings may differ from a run without it in the last bits")
     data.add_argument("--cache-latents", action="store_true",
                       help="keep every image's VAE latent distribution (mean, std) in memory after its first use, so "
                            "later epochs skip the VAE encoder (the frozen VAE gives the same values; noise and "
