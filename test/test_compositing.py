@@ -1,6 +1,7 @@
 """Compositing (editing/compositing.py): outside the predicted change the goal is the start frame itself."""
 import numpy as np
 import pytest
+import torch
 
 from actedit_ros.editing import GoalPredictor
 from actedit_ros.editing.compositing import change_mask, composite_goal
@@ -12,17 +13,30 @@ def _scene(size=(64, 48), seed=0):
     return np.kron(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), np.ones((size[1] // 6, size[0] // 8, 1), np.uint8))
 
 
-def test_mask_is_empty_for_no_change_and_covers_a_changed_patch_only():
-    start = _scene()
-    assert float(change_mask(start, start).max()) == 0.0
-    goal = start.copy()
-    goal[8:24, 8:24] = 255 - goal[8:24, 8:24]
-    mask = change_mask(goal, start)
-    assert mask[12:20, 12:20].min() > 0.9  # inside the change
-    assert mask[:, 48:].max() < 0.01  # far from it: nothing
-    small = start.copy()
-    small[30, 40] = np.clip(small[30, 40].astype(int) + 10, 0, 255)  # a faint single-pixel difference
-    assert float(change_mask(small, start).max()) == 0.0
+def test_mask_is_empty_without_effect_and_covers_where_the_effect_peaks():
+    size = (64, 48)
+    assert float(change_mask(np.zeros((12, 16), np.float32), size).max()) == 0.0
+    effect = np.full((12, 16), 0.1, np.float32)  # a faint effect everywhere ...
+    effect[2:6, 2:6] = 4.0  # ... and a strong one on a patch (latent pixels 2-5 = working pixels 8-23)
+    mask = change_mask(effect, size)
+    assert mask.shape == (48, 64) and mask.dtype == np.float32
+    assert mask[10:20, 10:20].min() > 0.9  # inside the change
+    assert mask[:, 44:].max() < 0.01 and mask[36:, :].max() < 0.01  # far from it: nothing
+    assert 0.05 < mask.mean() < 0.4
+
+
+def test_the_effect_map_is_what_the_instruction_adds(predictor):
+    """Sampled with the blank text as the instruction, the text and image-only branches agree: no effect at all.
+    With a real instruction the map is positive and not uniform."""
+    episode = generate_episode(3, "fixed", "test", size=(64, 48), num_frames=2)
+    latents = predictor.image_latents(episode.frames[0], (64, 48))
+    blank = predictor.blank_embedding()
+    sample = lambda text: predictor._sample(text, blank, latents, 1, 4, 7.5, 1.5,  # noqa: E731
+                                            torch.Generator().manual_seed(0), torch.float32)
+    _, none = sample(blank)
+    assert none.shape == (1, *latents.shape[-2:]) and float(none.abs().max()) == 0.0
+    _, effect = sample(predictor.text_embedding(episode.instruction))
+    assert float(effect.min()) >= 0.0 and float(effect.max()) > 2 * float(effect.median())
 
 
 def test_composite_is_the_start_outside_the_mask_and_the_goal_inside():

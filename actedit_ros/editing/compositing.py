@@ -1,11 +1,14 @@
 """Compositing: outside the region the action changes, the goal is the start frame itself, at full sharpness.
 
 The editor works at a small size (64x48 for the embedded default, 512x512 for SD-1.5) and its decoder blurs, so the
-plain goal, returned at the camera's size, is a smear even where nothing happens. The change the editor predicts is
-where its decoded goal differs from its own decode of the start frame (both pass through the same VAE, so the
-decoder's blur cancels and what remains is the predicted change). That difference, blurred, thresholded, grown by a
-margin and feathered, is a soft mask; the composite takes the goal inside it and the start frame outside.
-The idea follows mask-and-inpaint action-effect prediction (GLIDE-style inpainting), done after sampling here.
+plain goal, returned at the camera's size, is a smear even where nothing happens. Where the action happens is read off
+the sampler itself: at every step InstructPix2Pix guidance already computes the model's output with the instruction and
+without it (image only), and their difference is what the instruction adds there. Summed over the steps (per latent
+pixel, the norm over channels) it is the instruction's effect map; where it reaches a fraction of its peak, grown by a
+margin and feathered, is the soft change mask. The composite takes the goal inside it and the start frame outside.
+The idea follows DiffEdit (masks from the difference of noise estimates under two texts) and mask-and-inpaint
+action-effect prediction; here it is free, after sampling. Measured against the earlier mask (where the decoded goal
+differs from the decoded start frame) in the README's "Compositing" table.
 """
 from __future__ import annotations
 
@@ -19,24 +22,25 @@ COMPOSITE_MODES = ("plain", "composite")
 
 @dataclass(frozen=True)
 class CompositeSettings:
-    threshold: float = 24.0  # per-pixel change (0-255, max over channels) counted as "the action changed this"
-    smooth: float = 0.02  # Gaussian blur of the difference, as a fraction of the working image's diagonal
+    threshold: float = 0.2  # share of the effect map's peak counted as "the action changes this" (measured: README)
     margin: float = 0.03  # the change region grows by this fraction of the working diagonal
     feather: float = 0.03  # soft edge of the mask, as a fraction of the working diagonal
 
 
-def change_mask(goal: np.ndarray, start_reconstruction: np.ndarray,
-                settings: CompositeSettings = CompositeSettings()) -> np.ndarray:
-    """Soft mask in [0, 1] (float32, the working size) of where `goal` differs from `start_reconstruction` (both RGB
-    uint8 at the working size)."""
-    diagonal = float(np.hypot(*goal.shape[:2]))
-    diff = np.abs(goal.astype(np.float32) - start_reconstruction.astype(np.float32)).max(axis=2)
-    diff = cv2.GaussianBlur(diff, (0, 0), max(0.5, settings.smooth * diagonal))
-    mask = (diff > settings.threshold).astype(np.uint8)
+def change_mask(effect: np.ndarray, size: tuple[int, int], settings: CompositeSettings = CompositeSettings()
+                ) -> np.ndarray:
+    """Soft mask in [0, 1] (float32, at the working ``size`` = (width, height)) of where the instruction's effect
+    map (latent size, >= 0) reaches ``settings.threshold`` of its peak; empty when the map is zero."""
+    peak = float(effect.max())
+    if not np.isfinite(peak) or peak <= 0:
+        return np.zeros(size[::-1], np.float32)
+    relative = cv2.resize((effect / peak).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    region = (relative >= settings.threshold).astype(np.uint8)
+    diagonal = float(np.hypot(*size))
     grow = int(round(settings.margin * diagonal))
-    if grow > 0 and mask.any():
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), max(0.5, settings.feather * diagonal))
+    if grow > 0 and region.any():
+        region = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    return cv2.GaussianBlur(region.astype(np.float32), (0, 0), max(0.5, settings.feather * diagonal))
 
 
 def composite_goal(start: np.ndarray, goal: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -202,7 +202,9 @@ class GoalPredictor:
     @torch.no_grad()
     def _sample(self, text: torch.Tensor, blank: torch.Tensor, start_latents: torch.Tensor, num: int, steps: int,
                 text_guidance: float, image_guidance: float, generator: torch.Generator,
-                dtype: torch.dtype) -> torch.Tensor:
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final latents, and the instruction's effect: per candidate and latent pixel, the summed norm over the
+        steps of what the text adds to the model's output (text branch minus image-only branch)."""
         c = self.components
         scheduler = c.scheduler
         scheduler.set_timesteps(steps, device=c.device)
@@ -213,14 +215,16 @@ class GoalPredictor:
         prompt = torch.cat([text.expand(num, -1, -1), blank.expand(num, -1, -1), blank.expand(num, -1, -1)]).to(dtype)
         image = start_latents.to(dtype).expand(num, -1, -1, -1)
         image = torch.cat([image, image, torch.zeros_like(image)])
+        effect = torch.zeros((num, *start_latents.shape[-2:]), dtype=torch.float32, device=c.device)
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(torch.cat([latents] * 3), t)
             model_input = torch.cat([model_input, image], dim=1)
             out = c.unet(model_input, t, encoder_hidden_states=prompt, return_dict=False)[0]
             out_text, out_image, out_uncond = out.chunk(3)
             guided = out_uncond + text_guidance * (out_text - out_image) + image_guidance * (out_image - out_uncond)
+            effect += (out_text - out_image).float().pow(2).sum(1).sqrt()
             latents = scheduler.step(guided, t, latents, generator=generator, return_dict=False)[0]
-        return latents
+        return latents, effect
 
     @torch.no_grad()
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -255,12 +259,12 @@ class GoalPredictor:
             blank = self.blank_embedding()
             start_latents = self.image_latents(image, size)
             generator = torch.Generator("cpu").manual_seed(int(seed))
-            latents = self._sample(text, blank, start_latents, int(num_candidates), int(steps), text_guidance,
-                                   image_guidance, generator, c.dtype)
+            latents, effect = self._sample(text, blank, start_latents, int(num_candidates), int(steps),
+                                           text_guidance, image_guidance, generator, c.dtype)
             fp32_fallback = False
             if not torch.isfinite(latents).all():
                 notes.append(f"non-finite latents in {c.dtype}; sampled again in float32")
-                latents = self._resample_float32(text, blank, start_latents, int(num_candidates), int(steps),
+                latents, effect = self._resample_float32(text, blank, start_latents, int(num_candidates), int(steps),
                                                  text_guidance, image_guidance, seed)
                 fp32_fallback = True
             decoded = self._decode(latents)
@@ -276,8 +280,8 @@ class GoalPredictor:
                 pixels = pixels[order]
             interpolation = cv2.INTER_CUBIC if width * height > size[0] * size[1] else cv2.INTER_AREA
             images = [cv2.resize(p, (width, height), interpolation=interpolation) for p in pixels]
-            reconstruction = self._start_reconstruction(image, size, start_latents)
-            masks = [change_mask(p, reconstruction) for p in pixels]
+            effects = effect.cpu().numpy()
+            masks = [change_mask(e, size) for e in (effects[order] if scores else effects)]
             if composite:
                 images = [composite_goal(image, goal, mask) for goal, mask in zip(images, masks)]
             domain = self._check_domain(image, size, start_latents)
