@@ -214,3 +214,37 @@ def test_prefetching_encoders_trains_the_same_and_resumes_exactly(tmp_path, tiny
     c = unet_weights(stopped)
     assert all(torch.equal(b[k], c[k]) for k in b)
     assert [m["loss"] for m in lines(stopped)] == [m["loss"] for m in lines(prefetched)]
+
+
+def test_latent_cache_file_carries_the_cache_to_the_next_run(tmp_path, tiny_model, reworded, monkeypatch):
+    from actedit_ros.training import step
+
+    cache_file = tmp_path / "latents.safetensors"
+    common = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--cache-latents", "--latent-cache-file",
+              str(cache_file), "--instruction-variant-prob", "0.5", "--max-train-steps", "4")
+    encoded = []
+    real = step.encode_latents
+    monkeypatch.setattr(step, "encode_latents", lambda vae, pixels: encoded.append(len(pixels)) or real(vae, pixels))
+    lines = lambda run: [json.loads(l) for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()]  # noqa
+    first = tmp_path / "first"
+    train(train_args(tiny_model, reworded, first, *common))
+    assert sum(encoded) == 24  # 12 pairs, two images each, each encoded once
+    assert cache_file.is_file()
+    encoded.clear()
+    second = tmp_path / "second"  # another run on the same dataset and VAE: nothing left to encode
+    train(train_args(tiny_model, reworded, second, *common))
+    assert sum(encoded) == 0
+    assert [m["loss"] for m in lines(second)] == [m["loss"] for m in lines(first)]
+    encoded.clear()
+    other = tmp_path / "other"  # fewer pairs: indices mean other images, so the file is not used (and replaced)
+    train(train_args(tiny_model, reworded, other, *common, "--max-train-pairs", "8"))
+    assert sum(encoded) == 16
+    encoded.clear()
+    train(train_args(tiny_model, reworded, tmp_path / "again", *common, "--max-train-pairs", "8"))
+    assert sum(encoded) == 0
+
+
+def test_latent_cache_file_needs_the_cache(tmp_path, tiny_model, reworded, capsys):
+    assert main(["--pretrained-model", str(tiny_model), "--dataset-dir", str(reworded), "--output-dir",
+                 str(tmp_path / "out"), "--latent-cache-file", str(tmp_path / "l.safetensors")]) != 0
+    assert "--cache-latents" in capsys.readouterr().err

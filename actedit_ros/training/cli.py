@@ -12,7 +12,7 @@ RESUME_NEUTRAL_FLAGS = {"resume_from_checkpoint", "stop_at_step", "num_threads",
                         "checkpointing_steps", "checkpoints_total_limit", "export_with_checkpoints", "validation_steps",
                         "num_validation_pairs", "validation_inference_steps", "validation_text_guidance",
                         "validation_image_guidance", "text_cache_size", "output_dir", "cache_latents",
-                        "prefetch_encoders"}
+                        "prefetch_encoders", "latent_cache_file"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +71,12 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
                            "wordings, chosen uniformly); pairs without variants keep theirs. Drawn before the random "
                            "flip mirrors left/right; negatives of the action loss still come from the original "
                            "instructions and share no word with the one trained on. 0 = off")
+    data.add_argument("--latent-cache-file", default=None, metavar="PATH",
+                      help="with --cache-latents: keep the cache in this safetensors file too, loaded at the start "
+                           "and written as it grows and at the end, so a resumed run, the next stage or another seed "
+                           "on the same dataset and VAE skips the encoder from its first step. The file records what "
+                           "its latents depend on (encoder weights, dataset index, image size and mode) and is "
+                           "ignored, then replaced, when any of it changed")
     data.add_argument("--prefetch-encoders", action="store_true",
                       help="encode the next micro-batch's instructions (and, with --cache-latents, its images) on a "
                            "second thread while this one trains: on a CPU with --num-threads 1 the frozen encoders "
@@ -220,6 +226,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainingError(f"--num-threads must be > 0, got {args.num_threads}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
         raise TrainingError(f"--snr-gamma must be > 0, got {args.snr_gamma}")
+    if getattr(args, "latent_cache_file", None) and not args.cache_latents:
+        raise TrainingError("--latent-cache-file keeps the latent cache on disk: it needs --cache-latents")
     if not 0 <= args.instruction_variant_prob <= 1:
         raise TrainingError(f"--instruction-variant-prob must be in [0, 1], got {args.instruction_variant_prob}")
     if not 0 <= args.ema_decay < 1:

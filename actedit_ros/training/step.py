@@ -7,6 +7,7 @@ from :class:`EpochShuffleSampler` keyed by (seed, epoch): what makes a resumed r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,6 +66,40 @@ class LatentCache:
 
     def __init__(self):
         self.entries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.saved_size = 0  # entries in the file at the last load or save
+
+    KINDS = ("input", "edited")
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        """Write every entry to ``path`` (safetensors, replaced atomically) under ``fingerprint``, which names what
+        the values depend on (the VAE's weights, the dataset, the image preparation): :meth:`load` checks it."""
+        from safetensors.torch import save_file
+
+        keys = sorted(self.entries)
+        tensors = {"keys": torch.tensor([[self.KINDS.index(k), i, int(f)] for k, i, f in keys], dtype=torch.int64),
+                   "mean": torch.stack([self.entries[k][0] for k in keys]).contiguous(),
+                   "std": torch.stack([self.entries[k][1] for k in keys]).contiguous()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        save_file(tensors, str(partial), metadata={"fingerprint": fingerprint})
+        partial.replace(path)
+        self.saved_size = len(keys)
+
+    def load(self, path: Path, fingerprint: str) -> bool:
+        """Take the entries of a file :meth:`save` wrote under the same ``fingerprint``; False (and nothing taken)
+        when there is no such file or it was written for something else."""
+        from safetensors import safe_open
+
+        if not path.is_file():
+            return False
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("fingerprint") != fingerprint:
+                return False
+            keys, mean, std = (handle.get_tensor(name) for name in ("keys", "mean", "std"))
+        for (kind, index, flipped), m, sd in zip(keys.tolist(), mean, std):
+            self.entries[(self.KINDS[kind], index, bool(flipped))] = (m, sd)
+        self.saved_size = len(self.entries)
+        return True
 
     def encode(self, vae, pixels: torch.Tensor, keys: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         for row, key in enumerate(keys):

@@ -326,17 +326,65 @@ def training_loop(run: Run) -> None:
                     disable=args.no_progress or not run.main_process, dynamic_ncols=True)
     latent_cache = LatentCache() if args.cache_latents else None
     last_step = min(args.max_train_steps, args.stop_at_step or args.max_train_steps)
+    keeper = LatentCacheFile.open(run, latent_cache)
     if args.prefetch_encoders and run.global_step < last_step:
         batches = EncodingPrefetcher(batches, start, run, latent_cache)
     try:
-        _train_steps(run, batches, latent_cache, last_step, metrics_file, progress)
+        _train_steps(run, batches, latent_cache, last_step, metrics_file, progress, keeper)
     finally:
         if isinstance(batches, EncodingPrefetcher):
             batches.close()
         progress.close()
+        if keeper is not None:
+            keeper.save(latent_cache, force=True)
 
 
-def _train_steps(run: Run, batches, latent_cache, last_step: int, metrics_file: Path, progress) -> None:
+@dataclass
+class LatentCacheFile:
+    """--latent-cache-file: the latent cache kept on disk between runs (a resume, the next stage, another seed)."""
+
+    path: Path
+    fingerprint: str
+    expected: int  # entries once every image has been seen
+
+    @classmethod
+    def open(cls, run: Run, cache: LatentCache | None) -> "LatentCacheFile | None":
+        args = run.args
+        if cache is None or not args.latent_cache_file or not run.main_process:
+            return None
+        keeper = cls(Path(args.latent_cache_file).expanduser(), latent_cache_fingerprint(run),
+                     2 * len(run.dataset) * (2 if args.random_flip else 1))
+        if cache.load(keeper.path, keeper.fingerprint):
+            log.info("latent cache: %d of %d images from %s", len(cache.entries), keeper.expected, keeper.path)
+        elif keeper.path.exists():
+            log.info("latent cache: %s was written for another VAE, dataset or image size; it will be replaced",
+                     keeper.path)
+        return keeper
+
+    def save(self, cache: LatentCache, force: bool = False) -> None:
+        """Write the cache when it grew by a fifth of the dataset since the last write (or at all, with force)."""
+        grown = len(cache.entries) - cache.saved_size
+        if grown > 0 and (force or grown >= self.expected // 5 or len(cache.entries) == self.expected):
+            cache.save(self.path, self.fingerprint)
+
+
+def latent_cache_fingerprint(run: Run) -> str:
+    """What the cached latents depend on: the VAE's encoder weights, the dataset index and the image preparation."""
+    import hashlib
+
+    args = run.args
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(run.vae.state_dict().items()):
+        if not name.startswith(("decoder.", "post_quant_conv.")):  # a refined decoder leaves the latents alone
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest.update((Path(args.dataset_dir) / "index.jsonl").read_bytes())
+    digest.update(json.dumps([run.resolution, args.image_mode, args.max_train_pairs, str(run.weight_dtype)]).encode())
+    return digest.hexdigest()
+
+
+def _train_steps(run: Run, batches, latent_cache, last_step: int, metrics_file: Path, progress,
+                 keeper: LatentCacheFile | None) -> None:
     args = run.args
     while run.global_step < last_step:
         logs = optimizer_step(run, batches, latent_cache)
@@ -348,6 +396,8 @@ def _train_steps(run: Run, batches, latent_cache, last_step: int, metrics_file: 
                              s=f"{logs['seconds']:.2f}")
         if args.checkpointing_steps and run.global_step % args.checkpointing_steps == 0:
             save_checkpoint(run, run.global_step)
+            if keeper is not None:
+                keeper.save(latent_cache)
         if run.main_process and args.validation_steps and run.global_step % args.validation_steps == 0:
             write_validation(run, run.global_step)
 

@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
               "--export-with-checkpoints": None, "--validation-steps": 250, "--num-validation-pairs": 6,
               "--validation-inference-steps": 10, "--seed": args.seed, "--no-progress": None,
               "--cache-latents": None,  # the encoder is frozen: its latents are computed once
-              "--prefetch-encoders": None}  # the frozen encoders work on the next batch on the second core
+              "--prefetch-encoders": None,  # the frozen encoders work on the next batch on the second core
+              "--latent-cache-file": work / "latent_cache.safetensors"}  # shared by the stages, seeds and arms
     if recipe.instruction_variants:
         common["--instruction-variant-prob"] = 0.5  # half the draws train on a rewording (phrasing_augment.py)
     if args.ablation == "editaction":
