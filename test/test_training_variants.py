@@ -217,14 +217,14 @@ def test_prefetching_encoders_trains_the_same_and_resumes_exactly(tmp_path, tiny
 
 
 def test_latent_cache_file_carries_the_cache_to_the_next_run(tmp_path, tiny_model, reworded, monkeypatch):
-    from actedit_ros.training import step
+    from actedit_ros.training import latent_cache
 
     cache_file = tmp_path / "latents.safetensors"
     common = ("--max-train-pairs", "12", "--learning-rate", "1e-2", "--cache-latents", "--latent-cache-file",
               str(cache_file), "--instruction-variant-prob", "0.5", "--max-train-steps", "4")
     encoded = []
-    real = step.encode_latents
-    monkeypatch.setattr(step, "encode_latents", lambda vae, pixels: encoded.append(len(pixels)) or real(vae, pixels))
+    real = latent_cache.encode_latents
+    monkeypatch.setattr(latent_cache, "encode_latents", lambda vae, pixels: encoded.append(len(pixels)) or real(vae, pixels))
     lines = lambda run: [json.loads(l) for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()]  # noqa
     first = tmp_path / "first"
     train(train_args(tiny_model, reworded, first, *common))

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .step import LatentCache, PREFETCHED_EMBEDDINGS, latent_keys, micro_batch_generator, micro_batch_pixels, \
-    step_instructions
+from .latent_cache import LatentCache, latent_keys
+from .step import PREFETCHED_EMBEDDINGS, micro_batch_generator, micro_batch_pixels, step_instructions
 
 
 class EncodingPrefetcher:

@@ -7,12 +7,12 @@ from :class:`EpochShuffleSampler` keyed by (seed, epoch): what makes a resumed r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .data import mirror_instruction, to_model_range
+from .latent_cache import LatentCache, encode_latents, latent_keys
 from .losses import LossWeights, editaction_objective, min_snr_weights, prediction_target
 
 
@@ -48,66 +48,6 @@ def dropout_masks(batch: int, generator: torch.Generator, drop_text: float, drop
     image = (u >= drop_text) & (u < drop_text + drop_both + drop_image)
     return text, image
 
-
-
-@torch.no_grad()
-def encode_latents(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation of the VAE's latent distribution for a batch of pixels in [-1, 1]."""
-    distribution = vae.encode(pixels).latent_dist
-    return distribution.mean, distribution.std
-
-
-class LatentCache:
-    """The VAE latent distribution of every image seen, by key (which image of which pair, flipped or not).
-
-    Images are encoded one at a time so a cached value does not depend on which batch it first came in (batched
-    kernels may round differently), which keeps resumed runs bit-identical to uninterrupted ones.
-    """
-
-    def __init__(self):
-        self.entries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.saved_size = 0  # entries in the file at the last load or save
-
-    KINDS = ("input", "edited")
-
-    def save(self, path: Path, fingerprint: str) -> None:
-        """Write every entry to ``path`` (safetensors, replaced atomically) under ``fingerprint``, which names what
-        the values depend on (the VAE's weights, the dataset, the image preparation): :meth:`load` checks it."""
-        from safetensors.torch import save_file
-
-        keys = sorted(self.entries)
-        tensors = {"keys": torch.tensor([[self.KINDS.index(k), i, int(f)] for k, i, f in keys], dtype=torch.int64),
-                   "mean": torch.stack([self.entries[k][0] for k in keys]).contiguous(),
-                   "std": torch.stack([self.entries[k][1] for k in keys]).contiguous()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        save_file(tensors, str(partial), metadata={"fingerprint": fingerprint})
-        partial.replace(path)
-        self.saved_size = len(keys)
-
-    def load(self, path: Path, fingerprint: str) -> bool:
-        """Take the entries of a file :meth:`save` wrote under the same ``fingerprint``; False (and nothing taken)
-        when there is no such file or it was written for something else."""
-        from safetensors import safe_open
-
-        if not path.is_file():
-            return False
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("fingerprint") != fingerprint:
-                return False
-            keys, mean, std = (handle.get_tensor(name) for name in ("keys", "mean", "std"))
-        for (kind, index, flipped), m, sd in zip(keys.tolist(), mean, std):
-            self.entries[(self.KINDS[kind], index, bool(flipped))] = (m, sd)
-        self.saved_size = len(self.entries)
-        return True
-
-    def encode(self, vae, pixels: torch.Tensor, keys: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-        for row, key in enumerate(keys):
-            if key not in self.entries:
-                mean, std = encode_latents(vae, pixels[row:row + 1])
-                self.entries[key] = (mean[0].cpu(), std[0].cpu())  # host memory, also when training on a GPU
-        means, stds = zip(*(self.entries[key] for key in keys))
-        return torch.stack(means).to(pixels.device), torch.stack(stds).to(pixels.device)
 
 
 @dataclass
@@ -162,13 +102,6 @@ def micro_batch_pixels(batch: dict, flip: torch.Tensor | None, device, dtype: to
         source = torch.where(flip_device, source.flip(-1), source)
         edited = torch.where(flip_device, edited.flip(-1), edited)
     return to_model_range(torch.cat([source, edited]).to(device), dtype)
-
-
-def latent_keys(batch: dict, flip: torch.Tensor | None) -> list[tuple]:
-    """The :class:`LatentCache` keys of :func:`micro_batch_pixels`' rows: (which image, pair index, mirrored)."""
-    flipped = flip.tolist() if flip is not None else [False] * len(batch["index"])
-    indices = batch["index"].tolist()
-    return [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
 
 
 PREFETCHED_EMBEDDINGS = "prefetched_text_embeddings"  # batch key: {instruction: embedding}, see prefetch.py

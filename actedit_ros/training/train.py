@@ -44,9 +44,9 @@ from .errors import TrainingError
 from .losses import LossWeights, freeze_cross_attention
 from .models import (copy_frozen_component, export_model, export_scheduler, load_starting_model,
                      random_unet_from_config)
+from .latent_cache import LatentCache, LatentCacheFile, encode_latents
 from .prefetch import EncodingPrefetcher
-from .step import (EpochShuffleSampler, LatentCache, dropout_masks, encode_latents, micro_batch_generator,
-                   training_micro_step)
+from .step import EpochShuffleSampler, dropout_masks, micro_batch_generator, training_micro_step
 from .validation import validate, validation_pairs, validation_sampler, write_validation_grid
 
 # Names other code imports from this module (the console entry), wherever they now live.
@@ -337,50 +337,6 @@ def training_loop(run: Run) -> None:
         progress.close()
         if keeper is not None:
             keeper.save(latent_cache, force=True)
-
-
-@dataclass
-class LatentCacheFile:
-    """--latent-cache-file: the latent cache kept on disk between runs (a resume, the next stage, another seed)."""
-
-    path: Path
-    fingerprint: str
-    expected: int  # entries once every image has been seen
-
-    @classmethod
-    def open(cls, run: Run, cache: LatentCache | None) -> "LatentCacheFile | None":
-        args = run.args
-        if cache is None or not args.latent_cache_file or not run.main_process:
-            return None
-        keeper = cls(Path(args.latent_cache_file).expanduser(), latent_cache_fingerprint(run),
-                     2 * len(run.dataset) * (2 if args.random_flip else 1))
-        if cache.load(keeper.path, keeper.fingerprint):
-            log.info("latent cache: %d of %d images from %s", len(cache.entries), keeper.expected, keeper.path)
-        elif keeper.path.exists():
-            log.info("latent cache: %s was written for another VAE, dataset or image size; it will be replaced",
-                     keeper.path)
-        return keeper
-
-    def save(self, cache: LatentCache, force: bool = False) -> None:
-        """Write the cache when it grew by a fifth of the dataset since the last write (or at all, with force)."""
-        grown = len(cache.entries) - cache.saved_size
-        if grown > 0 and (force or grown >= self.expected // 5 or len(cache.entries) == self.expected):
-            cache.save(self.path, self.fingerprint)
-
-
-def latent_cache_fingerprint(run: Run) -> str:
-    """What the cached latents depend on: the VAE's encoder weights, the dataset index and the image preparation."""
-    import hashlib
-
-    args = run.args
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(run.vae.state_dict().items()):
-        if not name.startswith(("decoder.", "post_quant_conv.")):  # a refined decoder leaves the latents alone
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    digest.update((Path(args.dataset_dir) / "index.jsonl").read_bytes())
-    digest.update(json.dumps([run.resolution, args.image_mode, args.max_train_pairs, str(run.weight_dtype)]).encode())
-    return digest.hexdigest()
 
 
 def _train_steps(run: Run, batches, latent_cache, last_step: int, metrics_file: Path, progress,
