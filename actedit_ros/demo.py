@@ -58,9 +58,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="instruction the planner sends (default: the episode's own instruction)")
     parser.add_argument("--frames", type=int, default=40, help="frames in the replayed episode (at least 2)")
     parser.add_argument("--rate", type=float, default=15.0, help="camera frame rate in Hz")
-    parser.add_argument("--hold", type=float, default=0.5,
+    parser.add_argument("--hold", type=float, default=2.0,
                         help="seconds the camera keeps streaming the finished scene before it stops, as a real "
-                             "camera would (the camera is best effort, so a single last frame may be lost)")
+                             "camera would (the camera is best effort and shares this process with the node, so "
+                             "frames are lost while the node is busy; the smoothed progress needs a few of the end)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps of the goal prediction")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed of the goal prediction")
     parser.add_argument("--torch-threads", type=int, default=0,
@@ -261,18 +262,24 @@ def _camera_loop(args, episode, client_node, camera, planner: DemoPlanner, stop,
     period = 1.0 / args.rate
     index = 0
     last = len(episode.frames) - 1
-    hold_ticks = round(args.hold * args.rate)
+    finished_at = None  # when the last frame of the action was first published
     next_tick = time.monotonic()
     while not stop.is_set():
         if planner.goal_ready.is_set():
             index += 1
-            if index > last + hold_ticks:
+            if finished_at is not None and time.monotonic() - finished_at >= args.hold:
                 break
         header = Header(stamp=client_node.get_clock().now().to_msg(), frame_id="head_camera")
         planner.stamp_to_frame[(header.stamp.sec, header.stamp.nanosec)] = min(index, last)
         camera.publish(rgb_to_image_msg(episode.frames[min(index, last)], header))
+        if index >= last and finished_at is None:
+            finished_at = time.monotonic()
         next_tick += period
-        time.sleep(max(0.0, next_tick - time.monotonic()))
+        delay = next_tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:  # late (the node shares this process): skip the missed ticks, as a camera would, not a burst of frames
+            next_tick = time.monotonic()
     camera_done.set()
 
 

@@ -37,7 +37,8 @@ def test_demo_writes_the_run_folder_and_reaches_its_own_goal(tmp_path):
     assert "planner: OK" in out and "progress" in out
     # the goal the node predicted (embedded default editor) is reached once the replayed action is done
     assert "scorer: learned progress scorer" in out and "reached: True" in out, out
-    assert live[-1]["reached"] == "True" and not any(r["reached"] == "True" for r in live[:len(live) // 2])
+    assert live[-1]["reached"] == "True"  # and never before 80% of the action was done:
+    assert not any(r["reached"] == "True" for r in live if float(r["true_progress"]) < 0.8)
     # until a trained default model ships, the demo says plainly that the goal comes from a random model
     assert ("RANDOMLY INITIALISED" in out) == default_model_is_placeholder()
 
