@@ -264,8 +264,8 @@ class GoalPredictor:
             fp32_fallback = False
             if not torch.isfinite(latents).all():
                 notes.append(f"non-finite latents in {c.dtype}; sampled again in float32")
-                latents, effect = self._resample_float32(text, blank, start_latents, int(num_candidates), int(steps),
-                                                 text_guidance, image_guidance, seed)
+                latents, effect = self._resample_float32(text, blank, start_latents, int(num_candidates),
+                                                         int(steps), text_guidance, image_guidance, seed)
                 fp32_fallback = True
             decoded = self._decode(latents)
             if not torch.isfinite(decoded).all():
