@@ -31,7 +31,7 @@ class LatentCache:
         self.entries: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.saved_size = 0  # entries in the file at the last load or save
 
-    KINDS = ("input", "edited")
+    KINDS = ("input", "edited")  # the images of a pair, in the order micro_batch_pixels stacks them
 
     def save(self, path: Path, fingerprint: str) -> None:
         """Write every entry to ``path`` (safetensors, replaced atomically) under ``fingerprint``, which names what
@@ -77,7 +77,7 @@ def latent_keys(batch: dict, flip: torch.Tensor | None) -> list[tuple]:
     """The :class:`LatentCache` keys of :func:`micro_batch_pixels`' rows: (which image, pair index, mirrored)."""
     flipped = flip.tolist() if flip is not None else [False] * len(batch["index"])
     indices = batch["index"].tolist()
-    return [("input", i, f) for i, f in zip(indices, flipped)] + [("edited", i, f) for i, f in zip(indices, flipped)]
+    return [(kind, i, f) for kind in LatentCache.KINDS for i, f in zip(indices, flipped)]
 
 
 @dataclass
