@@ -37,6 +37,28 @@ SAFETY_WAKE = 1.0  # seconds: the longest the tracking loop sleeps without a not
 STATUS_REPUBLISH = 1.0  # seconds between republished goal status arrays while a goal runs (see GoalActionServer)
 PREEMPTED_WAIT = 10.0  # seconds a new goal waits for the goals it preempted to end (they end at once)
 CANCEL_STATE_WAIT = 2.0  # seconds _finish waits for rclpy to put a cancelled goal in its CANCELING state
+RESULT_SEND_WAIT = 2.0  # seconds wait_results_sent waits, at most, for an ended goal's result to go out
+
+
+class _ResultSendingServer(ActionServer):
+    """rclpy's ActionServer, telling when it has sent a goal's result.
+
+    rclpy sends a result from a task the executor runs some time after the execute callback returned; an owner that
+    destroys the server before that (a lifecycle deactivate) leaves its client without one. ``on_sent(uuid)`` is
+    called once the response went out (or failed to), so the owner can wait for it.
+    """
+
+    def __init__(self, *args, on_sent, **kwargs):
+        self._on_sent = on_sent
+        super().__init__(*args, **kwargs)
+
+    def _send_result_response(self, request_header, future) -> None:  # rclpy's own hook (no public one)
+        try:
+            super()._send_result_response(request_header, future)
+        finally:
+            sent = [uuid for uuid, result in self._result_futures.items() if result is future]
+            for uuid in sent:
+                self._on_sent(uuid)
 
 
 @dataclass
@@ -61,9 +83,11 @@ class GoalActionServer:
         self._cond = threading.Condition()
         self._changes = 0  # bumped by notify(): a goal change, a cancel, shutdown
         self._active: dict[str, _Tracked] = {}  # more than one only while a preempted goal winds down
-        self._server = ActionServer(node, ReachVisualGoal, "~/reach_visual_goal", self._execute,
-                                    callback_group=callback_group, goal_callback=self._on_goal,
-                                    handle_accepted_callback=self._on_accepted, cancel_callback=self._on_cancel)
+        self._unsent: dict[str, float] = {}  # ended goals whose result rclpy has not sent yet -> when they ended
+        self._server = _ResultSendingServer(node, ReachVisualGoal, "~/reach_visual_goal", self._execute,
+                                            callback_group=callback_group, goal_callback=self._on_goal,
+                                            handle_accepted_callback=self._on_accepted,
+                                            cancel_callback=self._on_cancel, on_sent=self._on_result_sent)
         # A client drops a status array that arrives before its goal response (ros2/rclcpp#2782, ros2/rcl#1337),
         # and rclpy publishes one only when a goal changes state, so such a client kept STATUS_UNKNOWN for the whole
         # goal, and `ros2 action send_goal`'s Ctrl-C (which cancels only ACCEPTED/EXECUTING goals) left the goal
@@ -91,6 +115,22 @@ class GoalActionServer:
         """Wait until no goal is executing (after begin_shutdown ended them); True when none is."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._active, timeout)
+
+    def wait_results_sent(self, timeout: float = RESULT_SEND_WAIT) -> bool:
+        """Wait until the results of the goals that ended in the last ``timeout`` seconds went out to their clients
+        (before the server is destroyed); True when they all did. A client that never asks for its result is
+        waited for ``timeout`` at most."""
+        def sent() -> bool:
+            recent = time.monotonic() - timeout
+            return not any(ended > recent for ended in self._unsent.values())
+
+        with self._cond:
+            return self._cond.wait_for(sent, timeout)
+
+    def _on_result_sent(self, uuid: bytes) -> None:
+        with self._cond:
+            self._unsent.pop(bytes(uuid).hex(), None)
+            self._cond.notify_all()
 
     def notify(self) -> None:
         with self._cond:
@@ -163,6 +203,9 @@ class GoalActionServer:
         finally:
             with self._cond:
                 self._active.pop(tracked.key, None)
+                now = time.monotonic()  # forget results nobody asked for
+                self._unsent = {key: ended for key, ended in self._unsent.items() if ended > now - RESULT_SEND_WAIT}
+                self._unsent[tracked.key] = now
                 self._cond.notify_all()
 
     def _run(self, tracked: _Tracked):

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import gc
 import sys
-import time
 
 import torch
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from actedit_ros.editing import GoalPredictor, ModelLoadError
 from actedit_ros.ros.goal_node import NODE_NAME, PREDICTION_STOP_WAIT, GoalNodeCore
-
-RESULT_GRACE = 0.3  # seconds for the result of an action goal ended by deactivate to reach its client
 
 
 class GoalLifecycleNode(GoalNodeCore, LifecycleNode):
@@ -85,7 +82,7 @@ class GoalLifecycleNode(GoalNodeCore, LifecycleNode):
         """Stop tracking and serving: end action goals and the running prediction, then drop every interface."""
         self.begin_shutdown(why)
         if self.goal_action is not None and self.goal_action.wait_idle(PREDICTION_STOP_WAIT):
-            time.sleep(RESULT_GRACE)
+            self.goal_action.wait_results_sent()
         if self._predict_lock.acquire(timeout=PREDICTION_STOP_WAIT):
             self._predict_lock.release()
         else:
