@@ -369,7 +369,7 @@ def _dataset_stage(work: Path, args, recipe: Recipe) -> Path:
 def _vae_and_init_stages(work: Path, args, recipe: Recipe, dataset_dir: Path):
     """Stages 2-3. v3 trains the autoencoder first (the UNet needs its encoder) and then refines its decoder in a
     second process (returned) while the UNet trains; v2 trains its decoder that way from the start, because the UNet
-    only needs the fixed encoder."""
+    only needs the fixed encoder. Ablation arms and second seeds, never exported, start no decoder."""
     vae_dir, init_dir = work / "vae", work / "init_model"
     if recipe.autoencoder == "learned":
         log.info("autoencoder: %s", train_autoencoder(dataset_dir, vae_dir, args.autoencoder_steps, seed=args.seed))
@@ -378,7 +378,8 @@ def _vae_and_init_stages(work: Path, args, recipe: Recipe, dataset_dir: Path):
         encoder_vae = write_encoder_vae(vae_dir, dataset_dir, seed=args.seed)
     decoder = None
     decoder_dir = _decoder_dir(work, recipe)
-    if not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
+    exported = args.ablation == "editaction" and not args.finetune_seed  # ablation arms and seeds never export
+    if exported and not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
         command = [sys.executable, "-m", "actedit_ros.world.train_default", "--recipe", args.recipe,
                    "--only-decoder", "--work-dir", str(work), "--decoder-steps", str(args.decoder_steps),
                    "--threads", str(args.threads), "--seed", str(args.seed)]
