@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .best_of_n import RANK_NEGATIVES, best_of_n_table, model_label, rank_negatives
 from .episode import ACTION_TYPES, PHRASING_KINDS, REGIMES, generate_episode
 from .readout import EndStateReadout
+from .seed_pooling import pooled_arms_table
 
 COPY = "copy input"
 
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "model-free pixel readout of the end state; a markdown table is printed and written.")
     parser.add_argument("--model", action="append", default=None, metavar="[NAME=]PATH",
                         help="model directory to evaluate (repeat to compare several; 'default' or no flag = the "
-                             "embedded default model)")
+                             "embedded default model). Name training seeds of one arm ARM@SEED (e.g. "
+                             "no_action_loss@1=DIR) and a table pools them per arm, with standard errors")
     parser.add_argument("--episodes", type=int, default=100,
                         help="held-out test episodes per camera regime (seeds 0..N-1 of the test split)")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("WIDTH", "HEIGHT"),
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_outputs(records: list[dict], args, argv) -> int:
     command = "actedit-eval " + " ".join(str(a) for a in (argv if argv is not None else sys.argv[1:]))
-    table = markdown_tables(records, command.strip()) + best_of_n_table(records)
+    table = markdown_tables(records, command.strip()) + best_of_n_table(records) + pooled_arms_table(records)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table)
     with open(args.out / "records.jsonl", "w", encoding="utf-8") as handle:
