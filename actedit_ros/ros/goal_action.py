@@ -120,12 +120,17 @@ class GoalActionServer:
         """Wait until the results of the goals that ended in the last ``timeout`` seconds went out to their clients
         (before the server is destroyed); True when they all did. A client that never asks for its result is
         waited for ``timeout`` at most."""
-        def sent() -> bool:
-            recent = time.monotonic() - timeout
-            return not any(ended > recent for ended in self._unsent.values())
-
         with self._cond:
-            return self._cond.wait_for(sent, timeout)
+            return self._cond.wait_for(lambda: not self._results_pending(timeout), timeout)
+
+    def results_pending(self, within: float = RESULT_SEND_WAIT) -> bool:
+        """True while a goal that ended in the last ``within`` seconds has its result still to be sent."""
+        with self._cond:
+            return self._results_pending(within)
+
+    def _results_pending(self, within: float) -> bool:
+        recent = time.monotonic() - within
+        return any(ended > recent for ended in self._unsent.values())
 
     def _on_result_sent(self, uuid: bytes) -> None:
         with self._cond:

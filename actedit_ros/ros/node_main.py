@@ -110,15 +110,12 @@ def _spin_until_stopped(node, executor: MultiThreadedExecutor) -> None:
 
 def _send_action_results(node, executor: MultiThreadedExecutor) -> None:
     """begin_shutdown ends every reach_visual_goal goal, but rclpy sends a goal's result from an executor task that
-    runs after its execute callback returned: keep spinning until no goal executes, then a little longer."""
+    runs after its execute callback returned: keep spinning until no goal executes and every result went out."""
     action = getattr(node, "goal_action", None)
-    if action is None or not action.busy:
+    if action is None:
         return
     deadline = time.monotonic() + ACTION_END_WAIT
-    while action.busy and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-    deadline = time.monotonic() + RESPONSE_GRACE
-    while time.monotonic() < deadline:
+    while (action.busy or action.results_pending()) and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
 
 
