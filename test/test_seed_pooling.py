@@ -37,7 +37,17 @@ def test_pooling_clusters_by_episode_and_pairs_the_difference():
     differences = np.array([0.25, 0.25, 0.0]) - full_means
     assert rows["ablated"]["difference"] == pytest.approx(differences.mean())
     assert rows["ablated"]["difference_se"] == pytest.approx(differences.std(ddof=1) / np.sqrt(3))
+    assert rows["ablated"]["reference"] == "full"
     assert "difference" not in rows["full"]
+
+
+def test_each_goal_mode_is_compared_with_its_own_first_arm():
+    correct = {"a": [True, False], "b": [True, True]}
+    records = [r for model in ("full@0", "full@0+composite", "ablated@0", "ablated@0+composite")
+               for r in _records(model, correct)]
+    references = {row["arm"]: row.get("reference") for row in pooled_arms(records)}
+    assert references == {"full": None, "full+composite": None, "ablated": "full",
+                          "ablated+composite": "full+composite"}
 
 
 def test_merge_writes_the_pooled_table(tmp_path):
@@ -50,4 +60,4 @@ def test_merge_writes_the_pooled_table(tmp_path):
     table = (tmp_path / "merged" / "table.md").read_text()
     assert "Training seeds pooled per arm" in table
     assert "| full | 2 | 8 | 75.0% ± 25.0 | 0: 75.0%, 1: 75.0% | - |" in table
-    assert "| ablated | 1 | 4 | 75.0% ± 25.0 | 0: 75.0% | +0.0 ± 0.0 |" in table
+    assert "| ablated | 1 | 4 | 75.0% ± 25.0 | 0: 75.0% | +0.0 ± 0.0 (full) | 100% | 50% |" in table
