@@ -16,7 +16,7 @@ bench: setup  ## one table: every performance figure against its target
 	@$(ENV) python bench/run.py $(ARGS)
 
 train-default: setup  ## reproduce the embedded default model (hours on CPU; resumes from its last checkpoint)
-	@$(ENV) python -m actedit_ros.world.train_default $(ARGS)
+	@$(ENV) nice -n 10 python -m actedit_ros.world.train_default $(ARGS)
 
 train-progress: setup  ## reproduce the shipped learned progress model (world frames + the default editor's goals; resumes)
 	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 1630 --test 0 \
