@@ -107,6 +107,26 @@ def test_actedit_eval_merges_runs_keeping_one_copy_baseline(tmp_path):
     table = (out / "table.md").read_text()
     assert table.count("| copy input | 1 |") == 1 and "| a | 1 |" in table and "| b | 1 |" in table
     assert main(["--merge", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    # a run over later episodes (--first-episode) brings its own copy baseline
+    (tmp_path / "a_more").mkdir()
+    lines = [{**rows, "episode": "e1", "model": m, "correct": False} for m in ("copy input", "a")]
+    (tmp_path / "a_more" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "a_more"), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| copy input | 2 |" in table and "| a | 2 |" in table and "| b | 1 |" in table
+
+
+def test_actedit_eval_first_episode_picks_later_test_seeds(tmp_path):
+    from actedit_ros.editing.tiny import make_tiny_model
+    from actedit_ros.world.evaluate import main
+
+    model = make_tiny_model(tmp_path / "tiny", resolution=32)
+    out = tmp_path / "eval"
+    assert main(["--model", f"tiny={model}", "--episodes", "1", "--first-episode", "3", "--steps", "1",
+                 "--size", "32", "24", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {r["episode"] for r in records} == {"test-fixed-000003", "test-head-000003"}
+    assert main(["--first-episode", "-1", "--out", str(out)]) == 2
 
 
 def test_train_default_stage4_step_counts_parse_as_increasing_phases(capsys):

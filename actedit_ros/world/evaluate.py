@@ -72,7 +72,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                     text_guidance: float, image_guidance: float, seed: int, device: str,
                     sheet_path: Path | None = None, scheduler: str = "auto",
                     best_of: tuple[int, ...] = (1,), negatives: str = "empty",
-                    wordings: tuple[str, ...] = ("world",), goal_modes: tuple[str, ...] = ("plain",)) -> list[dict]:
+                    wordings: tuple[str, ...] = ("world",), goal_modes: tuple[str, ...] = ("plain",),
+                    first_episode: int = 0) -> list[dict]:
     """One record per (episode, wording, model, N in ``best_of``) with the metrics; the copy baseline is the model
     named COPY (once per episode).
 
@@ -81,14 +82,15 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     ``negatives`` picks the ranking's negative instructions (:func:`.best_of_n.rank_negatives`); ``wordings``:
     the episode's own instruction ("world") and/or a held-out rewording ("heldout", phrasing "heldout");
     ``goal_modes``: the plain goal and/or the composite (start frame outside the predicted change), the latter
-    recorded as "<model>+composite".
+    recorded as "<model>+composite"; the episodes are test seeds ``first_episode`` .. ``first_episode + episodes - 1``
+    of each regime.
     """
     from actedit_ros.editing import GoalPredictor
 
     predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler=sampler_for(path, scheduler))
                   for name, path in models.items()}
     records, sheet_rows = [], []
-    plan = [(s, regime) for s in range(episodes) for regime in REGIMES]
+    plan = [(s, regime) for s in range(first_episode, first_episode + episodes) for regime in REGIMES]
     for ep_seed, regime in tqdm(plan, desc="actedit-eval", unit="ep"):
         ep = generate_episode(ep_seed, regime, "test", size=size, num_frames=2)
         start, end = ep.frames[0], ep.frames[-1]
@@ -222,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "embedded default model). Name training seeds of one arm ARM@SEED (e.g. "
                              "no_action_loss@1=DIR) and a table pools them per arm, with standard errors")
     parser.add_argument("--episodes", type=int, default=100,
-                        help="held-out test episodes per camera regime (seeds 0..N-1 of the test split)")
+                        help="held-out test episodes per camera regime (seeds FIRST..FIRST+N-1 of the test split)")
+    parser.add_argument("--first-episode", type=int, default=0, metavar="FIRST",
+                        help="first test seed (to add episodes to an earlier run, or split one run into parallel "
+                             "parts, then --merge them; 150-209 tuned the composite mask)")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("WIDTH", "HEIGHT"),
                         help="episode image size (the default model works at 64x64)")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps per prediction")
@@ -250,22 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
-                        help="evaluate nothing: combine the records.jsonl of earlier runs (e.g. one per model, run in "
-                             "parallel) into one table in --out (the copy baseline is taken from the first)")
+                        help="evaluate nothing: combine the records.jsonl of earlier runs (e.g. one per model or "
+                             "episode range, run in parallel) into one table in --out (the copy baseline once per "
+                             "episode)")
     return parser
 
 
 def merge_records(paths: list[Path]) -> list[dict]:
-    """Records of several runs; the copy baseline only once (from the first run)."""
-    records = []
-    for i, path in enumerate(paths):
+    """Records of several runs (other models, or other episodes: --first-episode); the copy baseline once per
+    episode, from the first run that has it."""
+    records, copied = [], set()
+    for path in paths:
         path = path / "records.jsonl" if path.is_dir() else path
         if not path.is_file():
             raise ValueError(f"--merge: no records file at {path}")
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record["model"] != COPY or i == 0:
-                records.append(record)
+        run = [json.loads(line) for line in path.read_text().splitlines()]
+        baseline = {r["episode"] for r in run if r["model"] == COPY}
+        records += [r for r in run if r["model"] != COPY or r["episode"] not in copied]
+        copied |= baseline
     return records
 
 
@@ -293,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _write_outputs(records, args, argv)
     try:
-        if args.episodes < 1:
-            raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.episodes < 1 or args.first_episode < 0:
+            raise ValueError(f"--episodes must be >= 1 and --first-episode >= 0, got {args.episodes} and "
+                             f"{args.first_episode}")
         models = _parse_models(args.model)
         best_of = tuple(dict.fromkeys(args.best_of))
         if any(not 1 <= n <= 16 for n in best_of):
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
                                   args.scheduler, best_of, args.rank_negatives,
                                   WORDINGS if args.wording == "both" else (args.wording,),
-                                  tuple(dict.fromkeys(args.goal_mode)))
+                                  tuple(dict.fromkeys(args.goal_mode)), args.first_episode)
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
