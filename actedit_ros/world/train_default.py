@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
     parser.add_argument("--export-from", choices=["ip2p", "editaction"], default=None,
                         help="only export the named stage's current model (with the current VAE decoder) into "
-                             "the package (or --export-to), then exit")
+                             "the package (or --export-to), then exit; editaction = stage 5 of the arm --ablation and "
+                             "--finetune-seed name (export an ablation arm with --export-to)")
     parser.add_argument("--export-to", type=Path, default=None,
                         help="with --export-from: write here instead of actedit_ros/models/default")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage up to ip2p")
