@@ -196,3 +196,15 @@ def test_v3_export_takes_the_better_reconstructing_vae(tmp_path):
     assert _trained_vae(tmp_path, RECIPES["v3"]) == tmp_path / "vae" / "vae"  # the refinement did worse
     (tmp_path / "vae_decoder" / "metrics.json").write_text(json.dumps({"reconstruction_psnr_db": 30.2}))
     assert _trained_vae(tmp_path, RECIPES["v3"]) == tmp_path / "vae_decoder" / "vae"
+
+
+def test_train_default_will_not_export_an_ablation_arm_into_the_package(tmp_path, capsys):
+    from actedit_ros.world.train_default import main
+
+    for arm in (["--ablation", "no_action_loss"], ["--finetune-seed", "1"]):
+        assert main(["--recipe", "v3", "--work-dir", str(tmp_path), *arm, "--export-from", "editaction"]) == 2
+        assert "give --export-to" in capsys.readouterr().err
+    # with --export-to it goes on (and says there is nothing to export yet)
+    assert main(["--recipe", "v3", "--work-dir", str(tmp_path), "--ablation", "no_action_loss",
+                 "--export-from", "editaction", "--export-to", str(tmp_path / "out")]) == 2
+    assert "no exported model in" in capsys.readouterr().err

@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
 def _export_stage(work: Path, args, stage5_dir: Path) -> int:
     """--export-from: the named stage's current model (with the current VAE) into the package or --export-to."""
     source = work / "ip2p" if args.export_from == "ip2p" else stage5_dir
+    if source == stage5_dir and stage5_dir.name != "editaction" and args.export_to is None:
+        print(f"error: {stage5_dir.name} is an ablation arm or second seed, not the packaged model: give --export-to "
+              f"DIR", file=sys.stderr)
+        return 2
     if not (source / "model_index.json").exists():
         print(f"error: no exported model in {source} yet (--export-from {args.export_from})", file=sys.stderr)
         return 2
