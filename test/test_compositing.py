@@ -68,6 +68,9 @@ def test_predictor_composite_keeps_the_start_frame_where_nothing_changes(predict
     to_start = np.abs(mixed.image.astype(int) - start.astype(int))[inside].mean()
     assert to_plain < to_start
     np.testing.assert_array_equal(predictor.predict(start, episode.instruction, steps=4, seed=0).image, plain.image)
+    # the plain prediction's change masks give the same composite (what actedit-eval does for both goal modes)
+    assert len(plain.change_masks) == 1 and float(plain.change_masks[0].mean()) == plain.change_fractions[0]
+    np.testing.assert_array_equal(composite_goal(start, plain.image, plain.change_masks[0]), mixed.image)
 
 
 def test_actedit_predict_writes_composite_and_plain_goals_at_the_input_size(tmp_path, capsys):

@@ -50,6 +50,8 @@ class GoalPrediction:
     warnings: list[str] = field(default_factory=list)  # what makes this goal unreliable (out of domain)
     composited: bool = False  # True: outside the predicted change each image is the start frame itself
     change_fractions: list[float] = field(default_factory=list)  # per image: share of the frame the change covers
+    change_masks: list[np.ndarray] = field(default_factory=list)  # per image: that change (float32 in [0, 1], at the
+    # working size; compositing.composite_goal pastes a plain image into the start frame through it)
 
     @property
     def image(self) -> np.ndarray:
@@ -296,7 +298,7 @@ class GoalPredictor:
         return GoalPrediction(images=images, seconds=seconds, seed=int(seed), steps=int(steps),
                               fp32_fallback=fp32_fallback, notes=notes, scores=scores, domain=domain,
                               warnings=warnings, composited=bool(composite),
-                              change_fractions=[float(m.mean()) for m in masks])
+                              change_fractions=[float(m.mean()) for m in masks], change_masks=masks)
 
     @torch.no_grad()
     def _goal_latents(self, goals: list[np.ndarray]) -> torch.Tensor:

@@ -86,6 +86,7 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     of each regime.
     """
     from actedit_ros.editing import GoalPredictor
+    from actedit_ros.editing.compositing import composite_goal
 
     predictors = {name: GoalPredictor.from_pretrained(path, device=device, scheduler=sampler_for(path, scheduler))
                   for name, path in models.items()}
@@ -100,16 +101,18 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                       "held_out_combo": ep.held_out_combo, "instruction": instruction}
             outputs = {COPY: (start, 0.0, {})} if wording == wordings[0] else {}
             for name, predictor in predictors.items():
-                for n, mode in ((n, mode) for n in best_of for mode in goal_modes):
+                for n in best_of:  # one prediction serves every goal mode (the composite pastes its plain images)
                     pred = predictor.predict(start, instruction, steps=steps, text_guidance=text_guidance,
                                              image_guidance=image_guidance, seed=seed, num_candidates=n,
-                                             negative_instructions=rank_negatives(ep, negatives),
-                                             composite=mode == "composite")
-                    extra = {"change_fraction": pred.change_fractions[0]}
-                    if len(best_of) > 1:
-                        extra.update(best_of=n, any_correct=any(readout.read(im).correct for im in pred.images))
-                    label = model_label(name, n, best_of) + ("+composite" if mode == "composite" else "")
-                    outputs[label] = (pred.images[0], pred.seconds, extra)
+                                             negative_instructions=rank_negatives(ep, negatives))
+                    for mode in goal_modes:
+                        images = pred.images if mode == "plain" else \
+                            [composite_goal(start, im, mask) for im, mask in zip(pred.images, pred.change_masks)]
+                        extra = {"change_fraction": pred.change_fractions[0]}
+                        if len(best_of) > 1:
+                            extra.update(best_of=n, any_correct=any(readout.read(im).correct for im in images))
+                        label = model_label(name, n, best_of) + ("+composite" if mode == "composite" else "")
+                        outputs[label] = (images[0], pred.seconds, extra)
             for name, (image, seconds, extra) in outputs.items():
                 read = readout.read(image)
                 records.append({**common, "model": name, "psnr": psnr(image, end), "ssim": _ssim(image, end),
