@@ -326,17 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     if _wait(decoder) != 0:
         return 1
     log.info("done in %.0f s", time.time() - started)
-    if stage5_dir.name == "editaction" and not args.no_export:
+    if _packaged_arm(args) and not args.no_export:
         out = export_default(stage5_dir, vae_source=_trained_vae(work, recipe),
                              notes=_notes(work, "editaction", args.recipe))
         print(f"exported to {out}")
     return 0
 
 
+def _packaged_arm(args) -> bool:
+    """True for the run whose stage 5 becomes the packaged model; ablation arms and second seeds never do."""
+    return args.ablation == "editaction" and not args.finetune_seed
+
+
 def _export_stage(work: Path, args, stage5_dir: Path) -> int:
     """--export-from: the named stage's current model (with the current VAE) into the package or --export-to."""
     source = work / "ip2p" if args.export_from == "ip2p" else stage5_dir
-    if source == stage5_dir and stage5_dir.name != "editaction" and args.export_to is None:
+    if source == stage5_dir and not _packaged_arm(args) and args.export_to is None:
         print(f"error: {stage5_dir.name} is an ablation arm or second seed, not the packaged model: give --export-to "
               f"DIR", file=sys.stderr)
         return 2
@@ -383,8 +388,7 @@ def _vae_and_init_stages(work: Path, args, recipe: Recipe, dataset_dir: Path):
         encoder_vae = write_encoder_vae(vae_dir, dataset_dir, seed=args.seed)
     decoder = None
     decoder_dir = _decoder_dir(work, recipe)
-    exported = args.ablation == "editaction" and not args.finetune_seed  # ablation arms and seeds never export
-    if exported and not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
+    if _packaged_arm(args) and not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
         command = [sys.executable, "-m", "actedit_ros.world.train_default", "--recipe", args.recipe,
                    "--only-decoder", "--work-dir", str(work), "--decoder-steps", str(args.decoder_steps),
                    "--threads", str(args.threads), "--seed", str(args.seed)]
