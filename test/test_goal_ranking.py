@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from actedit_ros.editing import GoalPredictor
+from actedit_ros.editing.pipeline import working_size
 from actedit_ros.world.episode import end_state_of, generate_episode, make_instruction, possible_actions
 from actedit_ros.world.scene import render_view
 
@@ -52,7 +53,10 @@ def test_with_the_other_instruction_as_negative_the_instructed_end_state_outrank
 
 
 def test_candidates_come_back_best_first_with_scores_that_match_the_images(predictor):
-    episode = generate_episode(5, "fixed", "test", size=SIZE, num_frames=2)
+    # At the model's working size the returned images are the ones it scored (at another size they come back
+    # resized, and scoring a resized image again gives a slightly different score).
+    size = working_size(*SIZE, predictor.resolution, predictor.components.size_multiple)
+    episode = generate_episode(5, "fixed", "test", size=size, num_frames=2)
     start = episode.frames[0]
     for seed in range(3):  # several batches: one may come out of the sampler already in order by chance
         result = predictor.predict(start, episode.instruction, steps=8, seed=seed, num_candidates=4)
