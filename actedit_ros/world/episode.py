@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .phrasings import PHRASINGS
-from .scene import COLOURS, LIQUIDS, Obj, SceneState, interpolate_states, render_view, WALL_RGB, TABLE_RGB
+from .layout import (REFERENCE_KIND, build_scene, colours_for, fits_table, footprint, objects_except, overlaps,
+                     set_lid_off)
+from .scene import SceneState, interpolate_states, render_view
 
 ACTION_TYPES: tuple[str, ...] = (
     "put_in", "put_on", "move_left", "move_right", "push", "pick_up",
@@ -37,15 +39,6 @@ NOUNS: dict[str, list[str]] = {
     "apple": ["apple"], "pepper": ["pepper", "bell pepper"], "pot": ["pot", "saucepan"], "jug": ["jug", "pitcher"],
     "card": ["card"], "drawer": ["drawer"], "door": ["cupboard", "cupboard door", "cabinet door"],
 }
-KIND_COLOURS: dict[str, tuple[str, ...]] = {
-    "apple": ("red", "green", "yellow"),
-    "pepper": ("red", "green", "yellow", "orange"),
-}
-RADIUS: dict[str, tuple[float, float]] = {  # radius range per kind, in view widths
-    "cup": (0.085, 0.105), "bowl": (0.13, 0.15), "plate": (0.14, 0.16), "block": (0.075, 0.09),
-    "apple": (0.075, 0.09), "pepper": (0.075, 0.09), "pot": (0.105, 0.12), "jug": (0.075, 0.085), "card": (0.085, 0.1),
-}
-FOOTPRINT = {"cup": 1.3, "pot": 1.4, "jug": 1.3, "apple": 1.6, "pepper": 1.6}  # clearance factor on the radius
 TARGET_KINDS: dict[str, tuple[str, ...]] = {
     "put_in": ("block", "apple", "pepper"), "put_on": ("cup", "apple", "block", "pepper"),
     "move_left": ("cup", "bowl", "block", "apple", "jug", "pot"), "move_right": ("cup", "bowl", "block", "apple", "jug", "pot"),
@@ -54,8 +47,6 @@ TARGET_KINDS: dict[str, tuple[str, ...]] = {
     "lid_off": ("pot",), "lid_on": ("pot",), "stack": ("block",), "flip": ("card",), "cut": ("apple", "pepper"),
     "pour": ("cup", "bowl"),
 }
-REFERENCE_KIND = {"put_in": "bowl", "put_on": "plate", "stack": "block", "pour": "jug"}
-TABLE_BOX = (0.04, 0.96, 0.47, 0.98)  # x0, x1, y0, y1 where table objects may stand
 
 
 @dataclass
@@ -96,159 +87,7 @@ class Episode:
         """Render any state of this episode's scene (e.g. an alternative end state) at this episode's size."""
         return render_view(state, size or self.size, camera)
 
-
-# --------------------------------------------------------------------------------------------------- scene building
-def _footprint(o: Obj) -> float:
-    return o.r * FOOTPRINT.get(o.kind, 1.0)
-
-
-def _overlaps(x: float, y: float, rad: float, others: list[Obj], gap: float = 0.025) -> bool:
-    for o in others:
-        if o.kind in ("drawer", "door"):
-            continue
-        d = math.hypot(x - o.x, (y - o.y) / 0.8)
-        if d < rad + _footprint(o) + gap:
-            return True
-    return False
-
-
-def _free_spot(rng: np.random.Generator, rad: float, others: list[Obj], tries: int = 60) -> tuple[float, float] | None:
-    x0, x1, y0, y1 = TABLE_BOX
-    for _ in range(tries):
-        x = rng.uniform(x0 + rad, x1 - rad)
-        y = rng.uniform(y0 + rad * 0.8, y1 - rad * 0.8)
-        if not _overlaps(x, y, rad, others):
-            return x, y
-    return None
-
-
-def _fits_table(x: float, y: float, rad: float) -> bool:
-    x0, x1, y0, y1 = TABLE_BOX
-    return x0 + rad <= x <= x1 - rad and y0 + rad * 0.8 <= y <= y1 - rad * 0.8
-
-
-def _new_obj(rng, name, kind, colour) -> Obj:
-    lo, hi = RADIUS[kind]
-    o = Obj(name=name, kind=kind, colour=colour, x=0.0, y=0.0, r=float(rng.uniform(lo, hi)))
-    if kind == "jug":
-        o.liquid = str(rng.choice(list(LIQUIDS)))
-    if kind in ("cup", "bowl"):
-        o.liquid = "water"
-    return o
-
-
-def _colours_for(kind: str) -> tuple[str, ...]:
-    return KIND_COLOURS.get(kind, tuple(COLOURS))
-
-
-def _fixtures(rng, action: str, target_colour: str | None) -> tuple[list[Obj], tuple[float, float, float, float]]:
-    """Wall cupboard door(s) and the drawer chest; the acted-on fixture gets target_colour."""
-    objs: list[Obj] = []
-    chest_left = rng.random() < 0.5
-    cw = rng.uniform(0.34, 0.44)
-    cx0 = rng.uniform(0.04, 0.12) if chest_left else rng.uniform(0.88 - cw, 0.96 - cw)
-    chest = (cx0, 0.15, cx0 + cw, 0.33)
-    n_drawers = 2 if rng.random() < 0.5 else 1
-    n_doors = 2 if rng.random() < 0.5 else 1
-    for kind, n in (("drawer", n_drawers), ("door", n_doors)):
-        palette = list(COLOURS)
-        if kind in action and target_colour is not None:
-            palette.remove(target_colour)
-            colours = [target_colour] + list(rng.choice(palette, n - 1, replace=False))
-        else:
-            colours = list(rng.choice(palette, n, replace=False))
-        for i, colour in enumerate(colours):
-            if kind == "drawer":
-                half = (cw - 0.04) / (2 * n)
-                x = cx0 + 0.02 + half * (2 * i + 1)
-                o = Obj(f"drawer{i}", "drawer", str(colour), x=x, y=0.26, r=half - 0.01, h=0.09)
-            else:
-                span = (0.5, 0.92) if chest_left else (0.08, 0.5)
-                width = (span[1] - span[0]) / n
-                r = min(0.12, width / 2 - 0.03)
-                x = span[0] + width * (i + 0.5) + rng.uniform(-0.02, 0.02)
-                o = Obj(f"door{i}", "door", str(colour), x=x, y=0.045, r=r, h=0.15, side=float(rng.choice([-1.0, 1.0])))
-            o.open = 1.0 if rng.random() < 0.3 else 0.0
-            objs.append(o)
-    # the acted-on fixture is the first of its kind; shuffle which one that is by permuting positions
-    return objs, chest
-
-
-def _place(rng, obj: Obj, objs: list[Obj]) -> bool:
-    spot = _free_spot(rng, _footprint(obj), objs)
-    if spot is None:
-        return False
-    obj.x, obj.y = spot
-    objs.append(obj)
-    return True
-
-
-def _build_scene(rng, action: str, colour: str, target_kind: str) -> tuple[SceneState, str, str] | None:
-    """A random scene in which `action` can be done to a `colour` `target_kind`; returns (state, target, reference)."""
-    fixture_action = target_kind in ("drawer", "door")
-    fixtures, chest = _fixtures(rng, action, colour if fixture_action else None)
-    objs: list[Obj] = list(fixtures)
-    if fixture_action:
-        target = next(o for o in fixtures if o.kind == target_kind)
-        # randomise which of the fixtures is the target by swapping positions with another of its kind
-        same = [o for o in fixtures if o.kind == target_kind and o is not target]
-        if same and rng.random() < 0.5:
-            other = same[0]
-            target.x, other.x, target.side, other.side = other.x, target.x, other.side, target.side
-    else:
-        target = _new_obj(rng, "target", target_kind, colour)
-        if not _place(rng, target, objs):
-            return None
-    reference = ""
-    ref_kind = REFERENCE_KIND.get(action)
-    if ref_kind:
-        ref_colours = [c for c in _colours_for(ref_kind) if not (ref_kind == target_kind and c == colour)]
-        ref = _new_obj(rng, "reference", ref_kind, str(rng.choice(ref_colours)))
-        if not _place(rng, ref, objs):
-            return None
-        reference = ref.name
-    # distractors: another thing of the target's kind in a different colour (the hard case), then random others
-    n_table = 1 + bool(ref_kind)
-    if not fixture_action and rng.random() < 0.6:
-        others = [c for c in _colours_for(target_kind) if c != colour]
-        if ref_kind == target_kind:
-            others = [c for c in others if c != objs[-1].colour]
-        if others:
-            d = _new_obj(rng, "distractor0", target_kind, str(rng.choice(others)))
-            n_table += _place(rng, d, objs)
-    if ref_kind and ref_kind != target_kind and rng.random() < 0.3:
-        ref_obj = objs[-1] if objs[-1].name == "reference" else next(o for o in objs if o.name == "reference")
-        others = [c for c in _colours_for(ref_kind) if c != ref_obj.colour]
-        d = _new_obj(rng, "distractor1", ref_kind, str(rng.choice(others)))
-        n_table += _place(rng, d, objs)
-    extra_kinds = ("cup", "bowl", "plate", "block", "apple", "pot", "jug", "card")
-    for i in range(int(rng.integers(0, 3))):
-        if n_table >= 4:
-            break
-        kind = str(rng.choice(extra_kinds))
-        d = _new_obj(rng, f"other{i}", kind, str(rng.choice(_colours_for(kind))))
-        if kind == "card":
-            d.flip = float(rng.random() < 0.5)
-        if kind == "pot" and rng.random() < 0.3:
-            _set_lid_off(rng, d, objs)
-        n_table += _place(rng, d, objs)
-    table_rgb = tuple(int(c) for c in np.clip(np.array(TABLE_RGB) + rng.integers(-10, 11, 3), 0, 255))
-    wall_rgb = tuple(int(c) for c in np.clip(np.array(WALL_RGB) + rng.integers(-10, 11, 3), 0, 255))
-    state = SceneState(objects=objs, table_rgb=table_rgb, wall_rgb=wall_rgb, chest=chest)
-    return state, target.name, reference
-
-
-def _set_lid_off(rng, pot: Obj, others: list[Obj]) -> None:
-    side = float(rng.choice([-1.0, 1.0]))
-    pot.lid, pot.lid_dx, pot.lid_dy = 0.0, side * pot.r * 2.3, 0.02
-
-
-# ----------------------------------------------------------------------------------------------------------- actions
 Keyframes = list[tuple[float, SceneState]]
-
-
-def _others(state: SceneState, *names: str) -> list[Obj]:
-    return [o for o in state.objects if o.name not in names]
 
 
 def plan_action(state: SceneState, action: str, target: str, reference: str, rng: np.random.Generator) -> Keyframes | None:
@@ -263,7 +102,7 @@ def plan_action(state: SceneState, action: str, target: str, reference: str, rng
             else:
                 dx, dy = (-1 if action == "move_left" else 1) * rng.uniform(0.2, 0.3), rng.uniform(-0.02, 0.02)
             x, y = t.x + dx, t.y + dy
-            if _fits_table(x, y, _footprint(t)) and not _overlaps(x, y, _footprint(t), _others(state, target)):
+            if fits_table(x, y, footprint(t)) and not overlaps(x, y, footprint(t), objects_except(state, target)):
                 mid = state.replace(target, x=t.x + dx / 2, y=t.y + dy / 2, lift=0.08)
                 return [(0.0, start), (0.5, mid), (1.0, state.replace(target, x=x, y=y))]
         return None
@@ -292,7 +131,7 @@ def plan_action(state: SceneState, action: str, target: str, reference: str, rng
             for side in ((1.0, -1.0) if rng.random() < 0.5 else (-1.0, 1.0)):
                 dx, dy = side * t.r * 2.3, 0.02
                 lid_x, lid_y = t.x + dx, t.y + dy
-                if _fits_table(lid_x, lid_y, t.r * 0.9) and not _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+                if fits_table(lid_x, lid_y, t.r * 0.9) and not overlaps(lid_x, lid_y, t.r * 0.9, objects_except(state, target)):
                     return [(0.0, state.replace(target, lid_dx=dx, lid_dy=dy)), (1.0, state.replace(target, lid=0.0, lid_dx=dx, lid_dy=dy))]
             return None
         if t.lid > 0:
@@ -316,7 +155,7 @@ def plan_action(state: SceneState, action: str, target: str, reference: str, rng
         for side in order:
             x = t.x + side * (t.r + jug.r * 1.4)
             y = t.y - 0.03
-            if not (_fits_table(x, y, jug.r) and not _overlaps(x, y, jug.r * 1.1, _others(state, jug.name, target))):
+            if not (fits_table(x, y, jug.r) and not overlaps(x, y, jug.r * 1.1, objects_except(state, jug.name, target))):
                 continue
             tilt = -side * 75.0
             s1 = state.replace(jug.name, x=x, y=y, lift=0.25)
@@ -483,13 +322,13 @@ def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train",
     for _ in range(100):
         kinds = list(TARGET_KINDS[action])
         if held_out:
-            kinds = [k for k in kinds if HELD_OUT_COMBOS[action] in _colours_for(k)]
+            kinds = [k for k in kinds if HELD_OUT_COMBOS[action] in colours_for(k)]
             kind = str(rng.choice(kinds))
             colour = HELD_OUT_COMBOS[action]
         else:
             kind = str(rng.choice(kinds))
-            colour = str(rng.choice([c for c in _colours_for(kind) if c != HELD_OUT_COMBOS[action]]))
-        built = _build_scene(rng, action, colour, kind)
+            colour = str(rng.choice([c for c in colours_for(kind) if c != HELD_OUT_COMBOS[action]]))
+        built = build_scene(rng, action, colour, kind)
         if built is None:
             continue
         state, target, reference = built
@@ -500,12 +339,12 @@ def generate_episode(seed: int = 0, regime: str = "fixed", split: str = "train",
         elif action in ("close_drawer", "close_door"):
             state = state.replace(target, open=1.0)
         elif action == "lid_on":
-            _set_lid_off(rng, t, [])
+            set_lid_off(rng, t, [])
             lid_x, lid_y = t.x + t.lid_dx, t.y + t.lid_dy
-            if not _fits_table(lid_x, lid_y, t.r * 0.9) or _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+            if not fits_table(lid_x, lid_y, t.r * 0.9) or overlaps(lid_x, lid_y, t.r * 0.9, objects_except(state, target)):
                 t.lid_dx = -t.lid_dx
                 lid_x = t.x + t.lid_dx
-                if not _fits_table(lid_x, lid_y, t.r * 0.9) or _overlaps(lid_x, lid_y, t.r * 0.9, _others(state, target)):
+                if not fits_table(lid_x, lid_y, t.r * 0.9) or overlaps(lid_x, lid_y, t.r * 0.9, objects_except(state, target)):
                     continue
         elif action == "flip":
             t.flip = float(rng.random() < 0.5)

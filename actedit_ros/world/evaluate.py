@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first test seed (to add episodes to an earlier run, or split one run into parallel "
                              "parts, then --merge them; 150-209 tuned the composite mask)")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("WIDTH", "HEIGHT"),
-                        help="episode image size (the default model works at 64x64)")
+                        help="episode image size (the default model works at 64x48; its goals are returned, and "
+                             "composited, at this size)")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps per prediction")
     parser.add_argument("--text-guidance", type=float, default=7.5, help="text guidance scale")
     parser.add_argument("--image-guidance", type=float, default=1.5, help="image guidance scale")
