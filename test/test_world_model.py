@@ -208,3 +208,40 @@ def test_train_default_will_not_export_an_ablation_arm_into_the_package(tmp_path
     assert main(["--recipe", "v3", "--work-dir", str(tmp_path), "--ablation", "no_action_loss",
                  "--export-from", "editaction", "--export-to", str(tmp_path / "out")]) == 2
     assert "no exported model in" in capsys.readouterr().err
+
+
+def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_retraining(tmp_path):
+    """v2.1 at toy size (8 episodes, 2 steps per stage): dataset with rewordings, fixed-encoder VAE and its decoder
+    in a second process, InstructPix2Pix, EditAction without rewordings, then stage 6 on from it with them. A re-run
+    of the same command skips every finished stage."""
+    from safetensors.torch import load_file
+
+    from actedit_ros.world.train_default import SHIPPED_RECIPE, main
+
+    work = tmp_path / "work"
+    argv = ["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--train-episodes", "6", "--test-episodes", "2",
+            "--decoder-steps", "2", "--ip2p-steps", "2", "--editaction-steps", "2", "--rewording-steps", "2",
+            "--batch-size", "2", "--no-export"]
+    assert main(argv) == 0
+    config = {stage: json.loads((work / stage / "training_config.json").read_text())
+              for stage in ("ip2p", "editaction", "rewording")}
+    assert config["editaction"]["flags"]["instruction_variant_prob"] == 0  # stages 1-5 stay v2's
+    assert config["rewording"]["flags"]["instruction_variant_prob"] == 0.5
+    assert config["rewording"]["flags"]["pretrained_model"] == str(work / "editaction")
+    assert config["rewording"]["resolved"]["cross_attention"] == "frozen"
+    assert config["rewording"]["exported_step"] == 2
+    records = [json.loads(line) for line in (work / "dataset" / "index.jsonl").read_text().splitlines()]
+    assert len(records) == 8  # the decoder's process built nothing bigger
+    assert all(len(r["instruction_variants"]) == 8 for r in records if r["split"] == "train")
+    assert json.loads((work / "vae" / "metrics.json").read_text())["decoder_steps"] == 2
+
+    weights = work / "rewording" / "unet" / "diffusion_pytorch_model.safetensors"
+    before = load_file(str(weights))
+    assert main(argv) == 0
+    after = load_file(str(weights))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    out = tmp_path / "exported"
+    assert main(["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--export-from", "rewording",
+                 "--export-to", str(out)]) == 0
+    assert '"rewording_exported_step": 2' in (out / "README.md").read_text()

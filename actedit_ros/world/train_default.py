@@ -1,12 +1,13 @@
 """Reproduce the embedded default model: `python -m actedit_ros.world.train_default` (or `make train-default`).
 
-Two recipes (`--recipe`): **v2** (the model shipped today, the default) and **v3** (being built; see the README's
-"Sharper goals and new wording"). Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the
+Recipes (`--recipe`): **v2.1** (the model shipped today, the default): **v2**'s stages 1-5 in v2's work folder, then
+stage 6; **v2** (the previous default, stages 1-5); **v3** (trained, not shipped; see the README's "Sharper goals and
+new wording"). Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the
 running one continues from its last checkpoint):
 
 1. dataset   - world episodes (both camera regimes) as an edit-pair folder (`world/dataset.py`): v3 renders them at
-               128x96 and adds training-only instruction variants (`world/phrasing_augment.py`); v2 rendered 64x64
-               and resized to 64x48.
+               128x96; v2 renders 64x64 and resizes to 64x48. v3 and v2.1 add training-only instruction variants
+               (`world/phrasing_augment.py`).
 2. vae       - v3: a learned SD-style AutoencoderKL (128x96x3 <-> 16x12x4, `world/vae_training.py`), trained before
                the UNet (whose stages cache its latents). v2: a fixed block-average encoder and a decoder trained in a
                second process while the UNet trains.
@@ -16,9 +17,12 @@ running one continues from its last checkpoint):
 5. editaction- `actedit-train` fine-tuning stage 4 with the EditAction objective (action loss + regularizer to the
                stage-4 UNet). Ablations (`--ablation no_action_loss` / `no_regularizer`) fine-tune the same way with
                one term switched off, into their own folders (`--seed` gives each arm its own training seed).
-6. export    - the EditAction model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors).
+6. rewording - v2.1: `actedit-train` on from stage 5 with the same objective, half of its draws on a training-only
+               rewording of the pair's instruction (`world/phrasing_augment.py`; cross-attention still frozen; the
+               regularizer pulls toward the stage-5 UNet).
+7. export    - the last stage's model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors).
 
-Work files live in `--work-dir` (default `work_dirs/default_model/` for v2, `work_dirs/default_v3/` for v3;
+Work files live in `--work-dir` (default `work_dirs/default_model/` for v2 and v2.1, `work_dirs/default_v3/` for v3;
 git-ignored).
 """
 from __future__ import annotations
@@ -33,8 +37,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .vae_training import refine_decoder, train_autoencoder, train_decoder, write_encoder_vae
 
@@ -56,17 +58,25 @@ class Recipe:
     ip2p_steps: tuple[int, ...]  # stage-4 step counts, each run with its own cosine LR schedule (warm restarts)
     work_dir: str  # default folder under work_dirs/
     decoder_steps: int  # the decoder stage's steps (v2: train it; v3: refine the learned one)
+    variant_prob: float = 0.0  # stages 4-5: probability of training on an instruction variant instead
+    rewording_steps: int = 0  # stage 6: EditAction steps on from stage 5 with instruction variants (0 = no stage 6)
 
 
 RECIPES = {
     "v3": Recipe(image_size=(128, 96), resolution=111, render_size=(128, 96), autoencoder="learned",
                  instruction_variants=8, ip2p_steps=(8000,), work_dir="default_v3",
-                 decoder_steps=6000),
+                 decoder_steps=6000, variant_prob=0.5),
     "v2": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
                  instruction_variants=0, ip2p_steps=(1600, 8000),
                  work_dir="default_model", decoder_steps=1500),
+    # v2 and then 2,000 more EditAction steps, half of them on rewordings; stages 1-5 are v2's (same work folder)
+    "v2.1": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
+                   instruction_variants=8, ip2p_steps=(1600, 8000),
+                   work_dir="default_model", decoder_steps=1500, rewording_steps=2000),
 }
-SHIPPED_RECIPE = "v2"
+STAGES = ("ip2p", "editaction", "rewording")  # the UNet stages (4-6), in order
+REWORDING_PROB = 0.5  # stage 6: half the draws train on a rewording (phrasing_augment.py)
+SHIPPED_RECIPE = "v2.1"
 IMAGE_SIZE = RECIPES[SHIPPED_RECIPE].image_size  # what the shipped model works at
 RESOLUTION = RECIPES[SHIPPED_RECIPE].resolution  # sqrt(64 * 48): keep-aspect 320x240 -> 64x48
 
@@ -216,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m actedit_ros.world.train_default", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Reproduce the embedded default model from scratch on CPU (resumable: re-run the same command).")
     parser.add_argument("--recipe", choices=list(RECIPES), default=SHIPPED_RECIPE,
-                        help="v3: 128x96, learned autoencoder, training-only instruction variants (being built); "
-                             "v2: 64x48, fixed block-average encoder. Default: the recipe of the shipped model")
+                        help="v2.1 (shipped): v2, then stage 6 (EditAction on with training-only rewordings); "
+                             "v2: 64x48, fixed block-average encoder; v3: 128x96, learned autoencoder, rewordings in "
+                             "stages 4-5 (trained, not shipped). Default: the recipe of the shipped model")
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="where every stage writes its files (default: work_dirs/default_model for v2, "
                              "work_dirs/default_v3 for v3)")
@@ -243,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "in slices: re-run without it to go on)")
     parser.add_argument("--editaction-steps", type=int, default=1500,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
+    parser.add_argument("--rewording-steps", type=int, default=None,
+                        help="steps of stage 6 (v2.1: EditAction on from stage 5 with half the draws on training-only "
+                             "rewordings of the instruction). Default: the recipe's (v2.1: 2000; others have none)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
     parser.add_argument("--finetune-learning-rate", type=float, default=2e-4, help="stage 5 learning rate")
@@ -252,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy shared machine)")
     parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
-    parser.add_argument("--export-from", choices=["ip2p", "editaction"], default=None,
+    parser.add_argument("--export-from", choices=list(STAGES), default=None,
                         help="only export the named stage's current model (with the current VAE decoder) into "
                              "the package (or --export-to), then exit; editaction = stage 5 of the arm --ablation and "
                              "--finetune-seed name (export an ablation arm with --export-to)")
@@ -305,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
               "--cache-latents": None,  # the encoder is frozen: its latents are computed once
               "--prefetch-encoders": None,  # the frozen encoders work on the next batch on the second core
               "--latent-cache-file": work / "latent_cache.safetensors"}  # shared by the stages, seeds and arms
-    if recipe.instruction_variants:
-        common["--instruction-variant-prob"] = 0.5  # half the draws train on a rewording (phrasing_augment.py)
+    if recipe.variant_prob:
+        common["--instruction-variant-prob"] = recipe.variant_prob  # draws that train on a rewording
     if args.ablation == "editaction":
         for ip2p_steps in args.ip2p_steps or recipe.ip2p_steps:  # a finished count returns at once when resumed
             run_actedit_train({**common, "--pretrained-model": init_dir, "--unet-config": init_dir / "unet_config.json",
@@ -323,12 +337,18 @@ def main(argv: list[str] | None = None) -> int:
              "--seed": args.finetune_seed}
     flags.update(ABLATIONS[args.ablation])
     run_actedit_train(flags)
+    final_stage, final_dir = "editaction", stage5_dir
+    rewording_steps = recipe.rewording_steps if args.rewording_steps is None else args.rewording_steps
+    if rewording_steps > 0 and _packaged_arm(args):  # stage 6: the same objective, on from stage 5, with rewordings
+        final_stage, final_dir = "rewording", work / "rewording"
+        run_actedit_train({**flags, "--pretrained-model": stage5_dir, "--output-dir": final_dir,
+                           "--max-train-steps": rewording_steps, "--instruction-variant-prob": REWORDING_PROB})
     if _wait(decoder) != 0:
         return 1
     log.info("done in %.0f s", time.time() - started)
     if _packaged_arm(args) and not args.no_export:
-        out = export_default(stage5_dir, vae_source=_trained_vae(work, recipe),
-                             notes=_notes(work, "editaction", args.recipe))
+        out = export_default(final_dir, vae_source=_trained_vae(work, recipe),
+                             notes=_notes(work, final_stage, args.recipe))
         print(f"exported to {out}")
     return 0
 
@@ -340,7 +360,7 @@ def _packaged_arm(args) -> bool:
 
 def _export_stage(work: Path, args, stage5_dir: Path) -> int:
     """--export-from: the named stage's current model (with the current VAE) into the package or --export-to."""
-    source = work / "ip2p" if args.export_from == "ip2p" else stage5_dir
+    source = {"ip2p": work / "ip2p", "rewording": work / "rewording"}.get(args.export_from, stage5_dir)
     if source == stage5_dir and not _packaged_arm(args) and args.export_to is None:
         print(f"error: {stage5_dir.name} is an ablation arm or second seed, not the packaged model: give --export-to "
               f"DIR", file=sys.stderr)
@@ -391,6 +411,7 @@ def _vae_and_init_stages(work: Path, args, recipe: Recipe, dataset_dir: Path):
     if _packaged_arm(args) and not (decoder_dir / "metrics.json").exists() and not _decoder_running(decoder_dir):
         command = [sys.executable, "-m", "actedit_ros.world.train_default", "--recipe", args.recipe,
                    "--only-decoder", "--work-dir", str(work), "--decoder-steps", str(args.decoder_steps),
+                   "--train-episodes", str(args.train_episodes), "--test-episodes", str(args.test_episodes),
                    "--threads", str(args.threads), "--seed", str(args.seed)]
         decoder = subprocess.Popen(command, stdout=open(work / "decoder.log", "a"), stderr=subprocess.STDOUT)
         log.info("decoder training started in the background (pid %d, log %s)", decoder.pid, work / "decoder.log")
@@ -455,7 +476,7 @@ def _notes(work: Path, stage: str, recipe: str) -> dict:
     for vae_metrics in (work / "vae" / "metrics.json", work / "vae_decoder" / "metrics.json"):  # the later wins
         if vae_metrics.exists():
             notes["vae"] = json.loads(vae_metrics.read_text())
-    for name in ("ip2p", stage):
+    for name in STAGES[:STAGES.index(stage) + 1]:  # the UNet stages the exported model went through
         config = work / name / "training_config.json"
         if config.exists():
             notes[f"{name}_exported_step"] = json.loads(config.read_text()).get("exported_step")

@@ -233,8 +233,9 @@ def train_decoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int 
     with torch.no_grad():  # the encoder is fixed: encode every frame once
         latents = torch.cat([vae.encode(_to_unit(frames[i:i + 256])).latent_dist.mode()
                              for i in range(0, len(frames), 256)])
-    held_x, held_z = _to_unit(frames[-HELD_OUT_FRAMES:]), latents[-HELD_OUT_FRAMES:]
-    frames, latents = frames[:-HELD_OUT_FRAMES], latents[:-HELD_OUT_FRAMES]
+    held = min(HELD_OUT_FRAMES, len(frames) // 4)  # the last frames, never trained on (256 of the default 6,000)
+    held_x = _to_unit(frames[-held:])
+    frames, latents = frames[:-held], latents[:-held]
 
     def batch_loss(generator):
         idx = torch.randint(0, len(frames), (batch_size,), generator=generator)
@@ -245,8 +246,8 @@ def train_decoder(dataset_dir: Path, out_dir: Path, steps: int, batch_size: int 
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     _optimise(vae, params, batch_loss, steps, lr, seed, out_dir, "vae decoder", checkpoint_every)
     vae.eval()
-    decode_held = lambda x: vae.decode(held_z).sample  # noqa: E731 (the held-out latents, encoded above)
-    return _finish(vae, held_x, decode_held, out_dir, {"kind": "fixed", "decoder_steps": steps})
+    reconstruct = lambda x: vae.decode(vae.encode(x).latent_dist.mode()).sample  # noqa: E731 (a chunk of held_x)
+    return _finish(vae, held_x, reconstruct, out_dir, {"kind": "fixed", "decoder_steps": steps})
 
 
 # ------------------------------------------------------------------------------------------------------- shared
