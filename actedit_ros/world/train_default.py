@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "v2: 64x48, fixed block-average encoder; v3: 128x96, learned autoencoder, rewordings in "
                              "stages 4-5 (trained, not shipped). Default: the recipe of the shipped model")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="where every stage writes its files (default: work_dirs/default_model for v2, "
+                        help="where every stage writes its files (default: work_dirs/default_model for v2 and v2.1, "
                              "work_dirs/default_v3 for v3)")
     parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
     parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rewording-steps", type=int, default=None,
                         help="steps of stage 6 (v2.1: EditAction on from stage 5 with half the draws on training-only "
                              "rewordings of the instruction). Default: the recipe's (v2.1: 2000; others have none)")
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4 and 5")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4-6")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
     parser.add_argument("--finetune-learning-rate", type=float, default=2e-4, help="stage 5 learning rate")
     parser.add_argument("--ablation", choices=list(ABLATIONS), default="editaction",
