@@ -236,8 +236,10 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     assert json.loads((work / "vae" / "metrics.json").read_text())["decoder_steps"] == 2
 
     weights = work / "rewording" / "unet" / "diffusion_pytorch_model.safetensors"
+    logged = {stage: (work / stage / "logs" / "metrics.jsonl").read_text() for stage in config}
     before = load_file(str(weights))
     assert main(argv) == 0
+    assert {stage: (work / stage / "logs" / "metrics.jsonl").read_text() for stage in config} == logged  # no new step
     after = load_file(str(weights))
     assert all(torch.equal(before[k], after[k]) for k in before)
 
