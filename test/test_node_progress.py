@@ -129,3 +129,20 @@ def test_goal_mode_composite_keeps_the_start_frame_outside_the_change(ros, episo
     # wherever the composite is not the start frame, it is (a blend towards) the editor's goal
     assert np.abs(mixed_rgb.astype(int) - plain_rgb.astype(int))[~kept].mean() < \
         np.abs(mixed_rgb.astype(int) - start.astype(int))[~kept].mean()
+
+
+def test_goal_refiner_parameter_switches_the_refiner_off_for_new_goals(ros, episode):
+    from node_harness import stamp
+
+    node, planner = ros
+    start = episode.frames[0]
+    assert node.get_parameter("goal_refiner").value == "auto"  # the default
+    assert not node.set_parameters([Parameter("goal_refiner", value="on")])[0].successful
+    refined = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(23)), seed=3)
+    assert node.set_parameters([Parameter("goal_refiner", value="off")])[0].successful
+    try:
+        decoded = planner.call(episode.instruction, image=rgb_to_image_msg(start, stamp(24)), seed=3)
+    finally:
+        node.set_parameters([Parameter("goal_refiner", value="auto")])
+    assert refined.success and decoded.success, (refined.message, decoded.message)
+    assert "goal refiner" in refined.message and "goal refiner" not in decoded.message

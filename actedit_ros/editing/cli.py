@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--goal-mode", choices=("composite", "plain"), default="composite",
                         help="composite: the start image itself outside the change the editor predicts (sharp "
                              "there, as the node's default goal_mode); plain: the editor's output (default: composite)")
+    parser.add_argument("--goal-refiner", choices=("auto", "off"), default="auto",
+                        help="auto: the model's goal refiner redraws the decoded goal at twice the working size when "
+                             "the model folder ships one (goal_refiner/), as the node's goal_refiner; off: the decoded "
+                             "goal (default: auto)")
     return parser
 
 
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         result = predictor.predict(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), args.instruction, steps=args.steps,
                                    text_guidance=args.text_guidance, image_guidance=args.image_guidance,
                                    seed=args.seed, num_candidates=args.candidates,
-                                   composite=args.goal_mode == "composite")
+                                   composite=args.goal_mode == "composite",
+                                   refine=args.goal_refiner == "auto")
     except (ModelLoadError, ValueError) as err:
         print(f"actedit-predict: {err}", file=sys.stderr)
         return 2

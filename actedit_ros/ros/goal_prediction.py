@@ -182,7 +182,8 @@ class GoalPredictionMixin:
             future = self._prediction_thread.submit(
                 self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
                 text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
-                num_candidates=num_candidates, composite=self.param("goal_mode") == "composite")
+                num_candidates=num_candidates, composite=self.param("goal_mode") == "composite",
+                refine=self.param("goal_refiner") == "auto")
         except BaseException:
             self._prediction_done(None)
             raise

@@ -60,6 +60,10 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   "camera's size) or composite (the start frame itself outside the change the editor predicts, "
                   "so the goal is as sharp as the camera there). Applies to new predictions.",
                   choices=("plain", "composite")),
+    NodeParameter("goal_refiner", "auto", "auto: the decoded goal is redrawn at twice the working size by the "
+                  "model's goal refiner when the model folder ships one (goal_refiner/; the embedded default does), "
+                  "sharp where the scene is unchanged; off: the decoded goal as it is. Applies to new predictions.",
+                  choices=("auto", "off")),
     NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
                   read_only=True),
     NodeParameter("compressed_image_topic", "", "Camera topic (sensor_msgs/CompressedImage, JPEG/PNG); empty: "
