@@ -404,7 +404,8 @@ def test_ctrl_c_during_an_action_goal_ends_it_and_the_process_exits_cleanly(mode
     once, the result reaches the client, and the process exits 0 without leaking errors."""
     process = subprocess.Popen(
         [sys.executable, "-m", "actedit_ros.ros.goal_node", "--ros-args", "-r", "__node:=sigint_action_node",
-         "-p", f"model_path:={model_dir}", "-p", "device:=cpu", "-p", "torch_threads:=1", "-p", "steps:=1000"],
+         "-p", f"model_path:={model_dir}", "-p", "device:=cpu", "-p", "torch_threads:=1", "-p", "steps:=1000",
+         "-p", "resolution:=96"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     context = rclpy.Context()
     rclpy.init(context=context)
