@@ -32,7 +32,7 @@ def start_node(name: str, model, *ros_args: str) -> subprocess.Popen:
 
 def test_ctrl_c_during_a_prediction_answers_the_caller_and_exits_promptly(tiny_model):
     """1000 denoising steps of the tiny model at a 96-pixel working size take minutes here (at its own 32 pixels a
-    quiet machine finished them in 18 s, inside the wait): the process must not wait for them."""
+    quiet machine once finished them in 18 s, inside the wait): the process must not wait for them."""
     process = start_node("sigint_node", tiny_model, "-p", "steps:=1000", "-p", "resolution:=96")
     context = rclpy.Context()
     rclpy.init(context=context)
