@@ -26,6 +26,7 @@ setup(
         "rosbags>=0.10",
         "rosbags-image",
         "tqdm",
+        "pyspellchecker>=0.8",
         "matplotlib",
         "pyyaml",
         "psutil",

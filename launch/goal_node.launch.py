@@ -34,6 +34,7 @@ LAUNCH_ARGUMENTS = (
     ("seed", "int", "Sampler seed used when a request's seed is -1."),
     ("goal_mode", "str", "Goal image: plain (the editor's output) or composite (the start frame outside the change)."),
     ("goal_refiner", "str", "auto: the model's goal refiner (when it ships one) redraws the goal sharp; off: not."),
+    ("spelling", "str", "correct: typos in instructions are corrected before the text encoder; as_written: not."),
     ("torch_threads", "int", "CPU threads for torch; 0 = all cores but one (kept for camera callbacks)."),
     ("image_topic", "str", "Camera topic, sensor_msgs/Image."),
     ("compressed_image_topic", "str", "Camera topic, sensor_msgs/CompressedImage (JPEG/PNG)."),

@@ -146,3 +146,20 @@ def test_goal_refiner_parameter_switches_the_refiner_off_for_new_goals(ros, epis
         node.set_parameters([Parameter("goal_refiner", value="auto")])
     assert refined.success and decoded.success, (refined.message, decoded.message)
     assert "goal refiner" in refined.message and "goal refiner" not in decoded.message
+
+
+def test_spelling_parameter_says_how_a_typo_was_read(ros, episode):
+    from node_harness import stamp
+
+    node, planner = ros
+    start = episode.frames[0]
+    assert node.get_parameter("spelling").value == "correct"  # the default
+    assert not node.set_parameters([Parameter("spelling", value="off")])[0].successful
+    corrected = planner.call("eleate the cup", image=rgb_to_image_msg(start, stamp(25)), seed=3)
+    assert node.set_parameters([Parameter("spelling", value="as_written")])[0].successful
+    try:
+        as_written = planner.call("eleate the cup", image=rgb_to_image_msg(start, stamp(26)), seed=3)
+    finally:
+        node.set_parameters([Parameter("spelling", value="correct")])
+    assert corrected.success and as_written.success, (corrected.message, as_written.message)
+    assert "read 'eleate' as 'elevate'" in corrected.message and "read 'eleate'" not in as_written.message

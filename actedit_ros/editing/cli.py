@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: the model's goal refiner redraws the decoded goal at twice the working size when "
                              "the model folder ships one (goal_refiner/), as the node's goal_refiner; off: the decoded "
                              "goal (default: auto)")
+    parser.add_argument("--spelling", choices=("correct", "as_written"), default="correct",
+                        help="on: correct typos in the instruction before the text encoder reads it (printed as a "
+                             "note), as the node's spelling parameter; as_written: the text as it is (default: correct)")
     return parser
 
 
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                                    text_guidance=args.text_guidance, image_guidance=args.image_guidance,
                                    seed=args.seed, num_candidates=args.candidates,
                                    composite=args.goal_mode == "composite",
-                                   refine=args.goal_refiner == "auto")
+                                   refine=args.goal_refiner == "auto", correct_spelling=args.spelling == "correct")
     except (ModelLoadError, ValueError) as err:
         print(f"actedit-predict: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ pipeline it adds what a robot needs:
   working size next to the start frame: the unchanged scene sharp, the change drawn from the model's world;
 - a start frame unlike the model's training data is flagged when the model directory ships a threshold
   (:mod:`.out_of_domain`): the goal comes back with a warning that it is unreliable;
+- typos in the instruction are corrected before the text encoder reads it (:mod:`.spelling`), and the notes say
+  how it was read;
 - the text embeddings of an instruction and the latents of a start frame are cached, so asking again (a new seed,
   more candidates, the same instruction on the same frame) skips the encoders;
 - the fp16 black/NaN failure is detected and the sample is redone in float32, and the result says so.
@@ -33,6 +35,7 @@ from .compositing import change_mask, composite_goal
 from .out_of_domain import DomainCheck, decode_latents, load_threshold, reconstruction_psnr
 from .ranking import DEFAULT_NEGATIVES, instruction_scores, scoring_scheduler
 from .goal_refiner import load_refiner, refine_goals
+from .spelling import SpellingCorrector
 
 MAX_INSTRUCTION_CHARS = 1000
 MAX_CANDIDATES = 16
@@ -122,6 +125,7 @@ class GoalPredictor:
         self.refiner = load_refiner(components.model_path)
         if self.refiner is not None:
             self.refiner.to(components.device)
+        self._spelling: SpellingCorrector | None = None  # built on first use (its dictionary takes 0.1-0.2 s)
 
     @classmethod
     def from_pretrained(cls, model_path: str | None = None, device: str = "auto", dtype: str | None = None,
@@ -151,6 +155,18 @@ class GoalPredictor:
             self.components.scheduler = make_scheduler(self.components.scheduler.config, name)
 
     # ----------------------------------------------------------------------------------------------- encoders
+    def read_instruction(self, instruction: str, correct_spelling: bool = True) -> tuple[str, list[str]]:
+        """The instruction as the text encoder will read it (validated; typos corrected unless switched off) and
+        the notes that say what was corrected."""
+        instruction = validate_instruction(instruction)
+        if not correct_spelling:
+            return instruction, []
+        if self._spelling is None:
+            with self._tokenizer_lock:
+                self._spelling = SpellingCorrector.for_tokenizer(self.components.tokenizer)
+        result = self._spelling.correct(instruction)
+        return result.text, [result.note()] if result.corrections else []
+
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """(len, tokens, dim) embeddings of ``texts``, encoded together, not cached (see :meth:`text_embeddings`)."""
@@ -252,15 +268,16 @@ class GoalPredictor:
     def predict(self, image: np.ndarray, instruction: str, steps: int = 20, text_guidance: float = 7.5,
                 image_guidance: float = 1.5, seed: int = 0, num_candidates: int = 1,
                 negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, composite: bool = False,
-                refine: bool = True) -> GoalPrediction:
+                refine: bool = True, correct_spelling: bool = True) -> GoalPrediction:
         """Predict ``num_candidates`` goal images for ``instruction`` from the RGB uint8 start ``image``.
 
         With more than one candidate they are ranked (:mod:`.ranking`, against ``negative_instructions``) and
         returned best first with their scores. ``composite``: outside the change the editor predicts, each goal is
         the start frame itself (:mod:`.compositing`); the plain output otherwise. ``refine``: pass the decoded goals
-        through the model's goal refiner when it ships one (:mod:`.goal_refiner`).
+        through the model's goal refiner when it ships one (:mod:`.goal_refiner`). ``correct_spelling``: correct
+        typos in the instruction first (:mod:`.spelling`; the notes say what was read differently).
         """
-        instruction = validate_instruction(instruction)
+        instruction, notes = self.read_instruction(instruction, correct_spelling)
         image = validate_image(image)
         if not 1 <= int(steps) <= 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {steps}")
@@ -271,7 +288,6 @@ class GoalPredictor:
         c = self.components
         height, width = image.shape[:2]
         size = working_size(width, height, c.resolution, c.size_multiple)
-        notes = []
         with self._lock:
             started = time.perf_counter()
             text = self.text_embedding(instruction)
@@ -342,10 +358,12 @@ class GoalPredictor:
         return latents.float() * vae.config.scaling_factor
 
     def score_goals(self, image: np.ndarray, instruction: str, goals: list[np.ndarray],
-                    negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, seed: int = 0) -> list[float]:
+                    negative_instructions: tuple[str, ...] = DEFAULT_NEGATIVES, seed: int = 0,
+                    correct_spelling: bool = True) -> list[float]:
         """The editor's score of each goal image (RGB uint8, any size) for ``instruction`` from ``image``, in the
-        given order: how much better the instruction explains it than the negatives (:mod:`.ranking`)."""
-        instruction = validate_instruction(instruction)
+        given order: how much better the instruction explains it than the negatives (:mod:`.ranking`); the
+        instruction is read as :meth:`predict` reads it."""
+        instruction, _ = self.read_instruction(instruction, correct_spelling)
         image = validate_image(image)
         goals = [validate_image(goal) for goal in goals]
         c = self.components

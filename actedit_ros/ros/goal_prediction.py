@@ -183,7 +183,8 @@ class GoalPredictionMixin:
                 self.predictor.predict, start_rgb, instruction, steps=self.param("steps"),
                 text_guidance=self.param("text_guidance"), image_guidance=self.param("image_guidance"), seed=seed,
                 num_candidates=num_candidates, composite=self.param("goal_mode") == "composite",
-                refine=self.param("goal_refiner") == "auto")
+                refine=self.param("goal_refiner") == "auto",
+                correct_spelling=self.param("spelling") == "correct")
         except BaseException:
             self._prediction_done(None)
             raise

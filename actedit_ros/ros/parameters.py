@@ -64,6 +64,10 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   "model's goal refiner when the model folder ships one (goal_refiner/; the embedded default does), "
                   "sharp where the scene is unchanged; off: the decoded goal as it is. Applies to new predictions.",
                   choices=("auto", "off")),
+    NodeParameter("spelling", "correct", "correct: typos in an instruction (words that are neither English nor "
+                  "in the text encoder's vocabulary) are corrected to the nearest English word before the text "
+                  "encoder reads them, and the response's message says how it was read; as_written: the text as it is. "
+                  "Applies to new predictions.", choices=("correct", "as_written")),
     NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
                   read_only=True),
     NodeParameter("compressed_image_topic", "", "Camera topic (sensor_msgs/CompressedImage, JPEG/PNG); empty: "

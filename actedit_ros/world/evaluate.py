@@ -73,7 +73,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                     sheet_path: Path | None = None, scheduler: str = "auto",
                     best_of: tuple[int, ...] = (1,), negatives: str = "empty",
                     wordings: tuple[str, ...] = ("world",), goal_modes: tuple[str, ...] = ("plain",),
-                    first_episode: int = 0, compare_refiner: bool = False) -> list[dict]:
+                    first_episode: int = 0, compare_refiner: bool = False,
+                    correct_spelling: bool = True) -> list[dict]:
     """One record per (episode, wording, model, N in ``best_of``) with the metrics; the copy baseline is the model
     named COPY (once per episode).
 
@@ -84,7 +85,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     ``goal_modes``: the plain goal and/or the composite (start frame outside the predicted change), the latter
     recorded as "<model>+composite"; the episodes are test seeds ``first_episode`` .. ``first_episode + episodes - 1``
     of each regime; ``compare_refiner``: for a model that ships a goal refiner, also score the goals it would give
-    without one (recorded as "<model>+unrefined", in every goal mode).
+    without one (recorded as "<model>+unrefined", in every goal mode); ``correct_spelling``: as the node's
+    parameter of that name (typos corrected before the text encoder).
     """
     from actedit_ros.editing import GoalPredictor
     from actedit_ros.editing.compositing import composite_goal
@@ -105,7 +107,8 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
                 for n in best_of:  # one prediction serves every goal mode (the composite pastes its plain images)
                     pred = predictor.predict(start, instruction, steps=steps, text_guidance=text_guidance,
                                              image_guidance=image_guidance, seed=seed, num_candidates=n,
-                                             negative_instructions=rank_negatives(ep, negatives))
+                                             negative_instructions=rank_negatives(ep, negatives),
+                                             correct_spelling=correct_spelling)
                     variants = [("", pred.images)]
                     if compare_refiner and pred.unrefined_images:
                         variants.append(("+unrefined", pred.unrefined_images))
@@ -263,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-refiner", action="store_true",
                         help="for a model that ships a goal refiner (goal_refiner/ in its folder), also score the goals "
                              "without it, as <model>+unrefined (same predictions)")
+    parser.add_argument("--spelling", choices=("correct", "as_written"), default="correct",
+                        help="correct typos in each instruction before the text encoder reads it, as the node does "
+                             "by default (its spelling parameter); as_written: the text as it is")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"),
                         help="folder for table.md, records.jsonl and examples.png")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RECORDS",
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.scheduler, best_of, args.rank_negatives,
                                   WORDINGS if args.wording == "both" else (args.wording,),
                                   tuple(dict.fromkeys(args.goal_mode)), args.first_episode,
-                                  args.compare_refiner)
+                                  args.compare_refiner, args.spelling == "correct")
     except (ValueError, ModelLoadError) as err:
         print(f"actedit-eval: error: {err}", file=sys.stderr)
         return 2
