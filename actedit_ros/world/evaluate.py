@@ -86,7 +86,7 @@ def evaluate_models(models: dict[str, str | None], episodes: int, size: tuple[in
     recorded as "<model>+composite"; the episodes are test seeds ``first_episode`` .. ``first_episode + episodes - 1``
     of each regime; ``compare_refiner``: for a model that ships a goal refiner, also score the goals it would give
     without one (recorded as "<model>+unrefined", in every goal mode); ``correct_spelling``: as the node's
-    parameter of that name (typos corrected before the text encoder).
+    ``spelling: correct`` (typos corrected before the text encoder).
     """
     from actedit_ros.editing import GoalPredictor
     from actedit_ros.editing.compositing import composite_goal
