@@ -5,6 +5,9 @@ in the same executor plays the planner and the camera. The predictor is the real
 add a gate, so a test can hold a prediction open and look at what the node does meanwhile. Test modules import the
 fixtures (``model_dir``, ``ros``) and helpers from here.
 """
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -32,6 +35,18 @@ torch.set_num_threads(1)  # 2 shared cores: more torch threads only spin against
 WAIT = 20.0  # generous upper bound for anything to arrive; never a pass/fail timing
 GOOD_INSTRUCTION = "put the cup in the bowl"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+# `python -m MODULE ARGS` with SIGINT handled as in a terminal: a test run started in the background (a script's `&`,
+# nohup) passes SIGINT on ignored, and the node rightly keeps an ignored SIGINT ignored, so Ctrl-C tests would hang.
+_AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)")
+
+
+def start_module(module: str, *args: str) -> subprocess.Popen:
+    """A Python module as its own process (stdout and stderr piped, as text), ready to be sent Ctrl-C."""
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, module, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
 
 class GatedPredictor(GoalPredictor):

@@ -243,6 +243,24 @@ def test_bad_parameter_value_fails_fast(ros):
                  parameter_overrides=[Parameter("qos_reliability", value="sometimes")])
 
 
+def test_bare_off_on_the_command_line_switches_the_goal_refiner_off(ros):
+    """rcl reads ``-p goal_refiner:=off`` (and YAML's off/on/true/false) as a boolean: the choice it stands for."""
+    node, _, predictor = ros
+    bare = GoalNode(predictor=predictor, node_name="bare_off_node", context=node.context,
+                    cli_args=["--ros-args", "-p", "goal_refiner:=off"])
+    try:
+        assert bare.get_parameter("goal_refiner").value is False  # what rcl made of it
+        assert bare.param("goal_refiner") == "off"
+        assert bare.set_parameters([Parameter("goal_refiner", value=True)])[0].successful  # ros2 param set ... true
+        assert bare.param("goal_refiner") == "auto"
+        assert bare.set_parameters([Parameter("goal_refiner", value="off")])[0].successful
+        refused = bare.set_parameters([Parameter("goal_refiner", value=3)])[0]
+        assert not refused.successful and "auto, off" in refused.reason
+        assert bare.param("goal_refiner") == "off"
+    finally:
+        bare.destroy_node()
+
+
 def test_camera_subscriptions_register_no_middleware_event_handlers(ros):
     """An event handler on a camera subscription makes the MultiThreadedExecutor busy-wait whenever a frame is
     waiting to be taken (rmw_fastrtps's status condition stays triggered), which starved the node of frames at

@@ -9,8 +9,6 @@ episode is test_the_default_model_reaches_a_world_goal_with_the_learned_scorer.
 import math
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -28,6 +26,7 @@ from node_harness import (  # noqa: F401 - model_dir and ros are fixtures
     ros,
     spin_in_background,
     stamp,
+    start_module,
     wait_for,
 )
 from rclpy.action import ActionClient
@@ -402,11 +401,9 @@ def test_bad_action_fields_are_refused_and_the_node_keeps_serving(ros, client, f
 def test_ctrl_c_during_an_action_goal_ends_it_and_the_process_exits_cleanly(model_dir):
     """The node as a process (1000 denoising steps: a minute here): SIGINT ends the goal with reason SHUTDOWN at
     once, the result reaches the client, and the process exits 0 without leaking errors."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actedit_ros.ros.goal_node", "--ros-args", "-r", "__node:=sigint_action_node",
-         "-p", f"model_path:={model_dir}", "-p", "device:=cpu", "-p", "torch_threads:=1", "-p", "steps:=1000",
-         "-p", "resolution:=96"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    process = start_module(
+        "actedit_ros.ros.goal_node", "--ros-args", "-r", "__node:=sigint_action_node", "-p", f"model_path:={model_dir}",
+        "-p", "device:=cpu", "-p", "torch_threads:=1", "-p", "steps:=1000", "-p", "resolution:=96")
     context = rclpy.Context()
     rclpy.init(context=context)
     client_node = rclpy.create_node("sigint_action_planner", context=context)

@@ -2,12 +2,11 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import rclpy
-from node_harness import WAIT, frame, stamp
+from node_harness import WAIT, frame, stamp, start_module
 
 from actedit_ros.editing.tiny import make_tiny_model
 from actedit_ros.ros import goal_node as goal_node_module
@@ -24,10 +23,8 @@ def tiny_model(tmp_path_factory):
 
 
 def start_node(name: str, model, *ros_args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "actedit_ros.ros.goal_node", "--ros-args", "-r", f"__node:={name}",
-         "-p", f"model_path:={model}", "-p", "device:=cpu", "-p", "torch_threads:=1", *ros_args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    return start_module("actedit_ros.ros.goal_node", "--ros-args", "-r", f"__node:={name}",
+                        "-p", f"model_path:={model}", "-p", "device:=cpu", "-p", "torch_threads:=1", *ros_args)
 
 
 def test_ctrl_c_during_a_prediction_answers_the_caller_and_exits_promptly(tiny_model):

@@ -67,7 +67,7 @@ from actedit_ros.ros.conversions import (
 )
 from actedit_ros.ros.diagnostics import NodeDiagnostics, NodeStats
 from actedit_ros.ros.node_state import ActiveGoal, CameraFrame
-from actedit_ros.ros.parameters import NODE_PARAMETERS, NodeParameter  # noqa: F401 - NodeParameter re-exported
+from actedit_ros.ros.parameters import NODE_PARAMETERS, PARAMETERS_BY_NAME, NodeParameter  # noqa: F401 - re-exported
 from actedit_ros.ros.goal_action import GoalActionServer
 from actedit_ros.ros.goal_prediction import BUSY_PREFIX, GoalPredictionMixin  # noqa: F401 - BUSY_PREFIX re-exported
 from actedit_ros.ros.prediction_worker import PredictionWorker
@@ -224,7 +224,9 @@ class GoalNodeCore(GoalPredictionMixin):
 
     # ------------------------------------------------------------------------------------------------ helpers
     def param(self, name: str):
-        return self.get_parameter(name).value
+        """A parameter's value; for a choice parameter that takes booleans (goal_refiner), the choice it stands for."""
+        value = self.get_parameter(name).value
+        return PARAMETERS_BY_NAME[name].choice(value) if name in PARAMETERS_BY_NAME else value
 
     def _check_choices(self) -> None:
         for parameter in NODE_PARAMETERS:
@@ -234,11 +236,11 @@ class GoalNodeCore(GoalPredictionMixin):
 
     def _refuse_bad_choices(self, parameters) -> SetParametersResult:
         """Run-time ``ros2 param set`` of a parameter with fixed choices (e.g. progress_scorer) to another value."""
-        choices = {p.name: p.choices for p in NODE_PARAMETERS if p.choices}
         for parameter in parameters:
-            if parameter.name in choices and parameter.value not in choices[parameter.name]:
+            declared = PARAMETERS_BY_NAME.get(parameter.name)
+            if declared and declared.choices and declared.choice(parameter.value) not in declared.choices:
                 return SetParametersResult(successful=False, reason=f"{parameter.name} must be one of "
-                                                                    f"{', '.join(choices[parameter.name])}")
+                                                                    f"{', '.join(declared.choices)}")
         return SetParametersResult(successful=True)
 
     @property

@@ -21,11 +21,23 @@ class NodeParameter:
     int_range: tuple[int, int] | None = None
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] = ()
+    # The choices a boolean stands for, (for false, for true): rcl and ros2 param read a bare off/on/true/false on
+    # the command line or in YAML as a boolean, so a choice parameter with an off value also takes booleans.
+    bool_choices: tuple[str, str] | None = None
+
+    def choice(self, value):
+        """The value as one of the choices where a boolean stands for one; anything else as it is."""
+        if self.bool_choices and isinstance(value, bool):
+            return self.bool_choices[int(value)]
+        return value
 
     def descriptor(self) -> ParameterDescriptor:
         constraints = f"one of: {', '.join(self.choices)}" if self.choices else ""
+        if self.bool_choices:
+            constraints += f" (or false = {self.bool_choices[0]}, true = {self.bool_choices[1]})"
         descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only,
-                                         additional_constraints=constraints)
+                                         additional_constraints=constraints,
+                                         dynamic_typing=self.bool_choices is not None)
         if self.int_range:
             descriptor.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=1)]
         if self.float_range:
@@ -63,11 +75,12 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
     NodeParameter("goal_refiner", "auto", "auto: the decoded goal is redrawn at twice the working size by the "
                   "model's goal refiner when the model folder ships one (goal_refiner/; the embedded default does), "
                   "sharp where the scene is unchanged; off: the decoded goal as it is. Applies to new predictions.",
-                  choices=("auto", "off")),
+                  choices=("auto", "off"), bool_choices=("off", "auto")),
     NodeParameter("spelling", "correct", "correct: typos in an instruction (words that are neither English nor "
                   "in the text encoder's vocabulary) are corrected to the nearest English word before the text "
                   "encoder reads them, and the response's message says how it was read; as_written: the text as it is. "
-                  "Applies to new predictions.", choices=("correct", "as_written")),
+                  "Applies to new predictions.", choices=("correct", "as_written"),
+                  bool_choices=("as_written", "correct")),
     NodeParameter("image_topic", "~/image", "Camera topic (sensor_msgs/Image). Also remappable as ~/image.",
                   read_only=True),
     NodeParameter("compressed_image_topic", "", "Camera topic (sensor_msgs/CompressedImage, JPEG/PNG); empty: "
@@ -97,3 +110,4 @@ NODE_PARAMETERS: tuple[NodeParameter, ...] = (
                   "tracked, after which it is aborted with reason CAMERA_STALE (a goal's own max_stale wins); "
                   "0 = never.", float_range=(0.0, 3600.0)),
 )
+PARAMETERS_BY_NAME: dict[str, NodeParameter] = {parameter.name: parameter for parameter in NODE_PARAMETERS}
