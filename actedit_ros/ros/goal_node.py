@@ -224,7 +224,8 @@ class GoalNodeCore(GoalPredictionMixin):
 
     # ------------------------------------------------------------------------------------------------ helpers
     def param(self, name: str):
-        """A parameter's value; for a choice parameter that takes booleans (goal_refiner, spelling), the choice it stands for."""
+        """A parameter's value; for a choice parameter that takes booleans (goal_refiner, spelling), the choice
+        it stands for."""
         value = self.get_parameter(name).value
         return PARAMETERS_BY_NAME[name].choice(value) if name in PARAMETERS_BY_NAME else value
 
