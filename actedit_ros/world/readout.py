@@ -4,6 +4,9 @@ Given an episode and an image (a predicted goal, or a real frame), every end sta
 action - the true one, the same action on a distractor, every other possible action, and "nothing changed" - is
 rendered with the episode's start and end camera poses. The image shows the candidate it is closest to, measured only
 where the candidates differ from one another (so the static background does not drown out a small moved object).
+Where an action's outcome is random (where a picked-up thing is held, how far a thing is moved, which side a lid goes
+to), each candidate is rendered for `draws` draws of that randomness (the true one with the episode's own draw too)
+and its distance is the nearest draw's: a goal that shows the right action with another draw reads right.
 An image that is far from every candidate (mean absolute error over those pixels above `max_distance`, e.g. noise)
 reads as "unreadable" rather than as whichever candidate happens to be nearest.
 """
@@ -39,28 +42,30 @@ class EndStateReadout:
     """Candidate end states of one episode, rendered once; call `read(image)` for any number of images."""
 
     def __init__(self, episode: Episode, size: tuple[int, int] | None = None, blur_sigma: float = 1.0,
-                 max_distance: float = 40.0):
+                 max_distance: float = 40.0, draws: int = 8):
         self.episode = episode
         self.max_distance = max_distance
         self.size = tuple(size or episode.size)
         self.true_label = _label(episode.action, episode.target, episode.reference)
         start = episode.start_state.copy()
         start.hand_visible = 0.0
-        candidates = {NO_CHANGE: start, self.true_label: episode.end_state}
+        variants = {NO_CHANGE: [start], self.true_label: [episode.end_state]}  # label -> its distinct end states
         for action, target, reference in possible_actions(start):
-            label = _label(action, target, reference)
-            if label not in candidates:
-                candidates[label] = end_state_of(start, action, target, reference)
+            for seed in range(max(1, draws)):
+                state = end_state_of(start, action, target, reference, seed=seed)
+                known = variants.setdefault(_label(action, target, reference), [])
+                if state is not None and all(state.describe() != k.describe() for k in known):
+                    known.append(state)
         cams = [episode.cameras[0], episode.cameras[-1]]
         if np.allclose(cams[0], cams[1]):
             cams = cams[:1]
         self.blur_sigma = blur_sigma
-        self.labels = list(candidates)
-        # renders[c][k]: candidate k seen by camera c (float32, blurred)
-        self.renders = np.stack([
-            np.stack([self._prep(render_view(candidates[lab], self.size, cam)) for lab in self.labels])
-            for cam in cams
-        ])
+        self.labels = [lab for lab, states in variants.items() if states]
+        states = [st for lab in self.labels for st in variants[lab]]
+        # owner[v]: the index in self.labels of render v's candidate
+        self.owner = np.array([k for k, lab in enumerate(self.labels) for _ in variants[lab]])
+        # renders[c][v]: end state v seen by camera c (float32, blurred)
+        self.renders = np.stack([np.stack([self._prep(render_view(st, self.size, cam)) for st in states]) for cam in cams])
         # where the candidates differ from "nothing changed", per camera (dilated a little)
         diff = np.abs(self.renders - self.renders[:, :1]).max(axis=-1).max(axis=1)  # (cams, H, W)
         kernel = np.ones((3, 3), np.uint8)
@@ -83,8 +88,11 @@ class EndStateReadout:
             mask = self.masks[c]
             if not mask.any():
                 mask = np.ones_like(mask)
-            err = np.abs(self.renders[c][:, mask] - img[mask]).mean(axis=(1, 2))  # (candidates,)
+            err = np.abs(self.renders[c][:, mask] - img[mask]).mean(axis=(1, 2))  # (renders,)
             best = err if best is None else np.minimum(best, err)
+        nearest = np.full(len(self.labels), np.inf)
+        np.minimum.at(nearest, self.owner, best)  # each candidate's nearest draw
+        best = nearest
         k = int(np.argmin(best))
         distances = {lab: float(d) for lab, d in zip(self.labels, best)}
         label = self.labels[k] if best[k] <= self.max_distance else UNREADABLE
