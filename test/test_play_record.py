@@ -46,9 +46,11 @@ def ros():
     rclpy.shutdown(context=context)
 
 
-def start_tool(module, *args):
+def start_tool(module, *args, sigint=signal.SIG_DFL):
+    """`python -m module args`; SIGINT as in a terminal (a background test runner passes it on ignored) unless
+    ``sigint=signal.SIG_IGN``."""
     return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ))
+                            text=True, env=dict(os.environ), preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
 
 
 def spin_until(executor, condition, timeout=60.0):
@@ -251,6 +253,28 @@ def test_play_bag_loops_until_interrupted(ros, world_bag):
     stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images[:2 * FRAMES]]
     assert stamps[FRAMES:] == stamps[:FRAMES]  # the second pass replays the same messages
     assert "(stopped)" in log
+
+
+def test_play_bag_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sigterm(ros, world_bag):
+    """As nohup and a shell's `&` expect (and as the node does): an ignored Ctrl-C stays ignored."""
+    node, executor = ros
+    path, _, _ = world_bag
+    images = []
+    sub = node.create_subscription(Image, "/camera/image_raw", images.append, RELIABLE)
+    try:
+        process = start_tool("actedit_ros.ros.play_bag", str(path), "--loop", "--rate", "4",
+                             "--wait-for-subscribers", "1", "--topics", "/camera/image_raw", sigint=signal.SIG_IGN)
+        spin_until(executor, lambda: len(images) >= 2 or process.poll() is not None)
+        process.send_signal(signal.SIGINT)
+        seen = len(images)
+        spin_until(executor, lambda: len(images) >= seen + FRAMES or process.poll() is not None)
+        still_running = process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        code, log = finish(process)
+    finally:
+        node.destroy_subscription(sub)
+    assert still_running and len(images) >= seen + FRAMES, log
+    assert code == 0 and "(stopped)" in log, log
 
 
 def test_play_bag_sends_instructions_to_the_predict_service(ros, world_bag):

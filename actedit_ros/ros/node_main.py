@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
-import threading
 import time
 
 import rclpy
@@ -28,10 +26,10 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from actedit_ros.editing import ModelLoadError
+from actedit_ros.ros.stop_signals import StopOnSignals
 
 PROG = "goal_node"
 INSTALLED_PARAMS = '"$(ros2 pkg prefix --share actedit_ros)/config/goal_node.yaml"'
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CALLBACK_GRACE = 0.3  # seconds for callbacks already taken to start (and see begin_shutdown) before the executor stops
 RESPONSE_GRACE = 0.2  # seconds for responses just sent to reach their callers before the node's endpoints go
 ACTION_END_WAIT = 5.0  # seconds the executor keeps spinning, after begin_shutdown, for action goals to end
@@ -64,35 +62,8 @@ def ros_args_error(err: Exception) -> str:
     return text
 
 
-class _StopOnSignals:
-    """Sets ``requested`` on SIGINT/SIGTERM and wakes the executor; restores the previous handlers on exit, so a
-    second signal during the clean-up acts as it normally would."""
-
-    def __init__(self, executor: MultiThreadedExecutor):
-        self.executor = executor
-        self.requested: str | None = None
-        self._previous = {}
-
-    def __enter__(self) -> _StopOnSignals:
-        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-            for number in STOP_SIGNALS:
-                if signal.getsignal(number) != signal.SIG_IGN:  # ignored on entry (nohup, a shell's `&`): kept so
-                    self._previous[number] = signal.signal(number, self._on_signal)
-        return self
-
-    def _on_signal(self, number, _frame) -> None:
-        self.requested = signal.Signals(number).name
-        for restored, handler in self._previous.items():
-            signal.signal(restored, handler)
-        self.executor.wake()
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-
 def _spin_until_stopped(node, executor: MultiThreadedExecutor) -> None:
-    with _StopOnSignals(executor) as stop:
+    with StopOnSignals(executor.wake, second_signal_interrupts=True) as stop:
         while stop.requested is None and node.context.ok():
             executor.spin_once(timeout_sec=0.5)
         reason = stop.requested or "the ROS context was shut down"

@@ -14,16 +14,15 @@ answers are logged.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib
-import signal
 import sys
 import threading
 import time
 
 from actedit_ros.bag.episodes import NS
 from actedit_ros.bag.io import IMAGE_TYPES, BagError, BagMessage, BagReader
+from actedit_ros.ros.stop_signals import StopOnSignals
 
 PROG = "actedit-play-bag"
 
@@ -274,20 +273,6 @@ def rclpy_available(prog: str) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event):
-    """Within the block, SIGINT and SIGTERM set `stop` (a clean end) instead of raising; handlers restored after."""
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.getsignal(signum) for signum in signals}
-    for signum in signals:
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def rclpy_duration(seconds: float):
     from rclpy.duration import Duration
 
@@ -368,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             node = rclpy.create_node(args.node_name)
             executor, spin_thread = None, None
             try:
-                with stop_on_signals(stop):
+                with StopOnSignals(stop.set):
                     requester = None
                     if instruction_topic:
                         from rclpy.executors import SingleThreadedExecutor

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    from actedit_ros.ros.play_bag import rclpy_available, stop_on_signals
+    from actedit_ros.ros.play_bag import rclpy_available
+    from actedit_ros.ros.stop_signals import StopOnSignals
 
     if not rclpy_available(PROG):
         return 1
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:
-            with writer, stop_on_signals(stop):
+            with writer, StopOnSignals(stop.set):
                 recorder = BagRecorder(node, writer, topics, args.max_messages, stop)
                 print(f"{PROG}: recording {', '.join(topics)} into {args.output} ({args.storage})", file=sys.stderr)
                 deadline = None if args.duration is None else time.monotonic() + args.duration
