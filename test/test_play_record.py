@@ -2,6 +2,7 @@
 
 The tools run as subprocesses (the real console entry points); ROS_DOMAIN_ID is isolated by conftest.py.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,17 @@ def start_tool(module, *args, sigint=signal.SIG_DFL):
     ``sigint=signal.SIG_IGN``."""
     return subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ), preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
+@contextlib.contextmanager
+def received_images(node, topic):
+    """The list of Image messages that arrive on ``topic`` while the block runs (reliable subscription)."""
+    images = []
+    sub = node.create_subscription(Image, topic, images.append, RELIABLE)
+    try:
+        yield images
+    finally:
+        node.destroy_subscription(sub)
 
 
 def spin_until(executor, condition, timeout=60.0):
@@ -136,9 +148,7 @@ def test_play_bag_fails_on_a_bag_without_messages(tmp_path, capsys):
 def test_play_bag_offset_remap_and_restamp(ros, world_bag):
     node, executor = ros
     path, _, frames = world_bag
-    images = []
-    sub = node.create_subscription(Image, "/robot/camera", images.append, RELIABLE)
-    try:
+    with received_images(node, "/robot/camera") as images:
         # Frames are 50 ms apart: an offset of 0.22 s skips the instruction and the first 5 frames.
         process = start_tool("actedit_ros.ros.play_bag", str(path), "--start-offset", "0.22", "--restamp",
                              "--remap", "/camera/image_raw:=/robot/camera", "--wait-for-subscribers", "1",
@@ -146,8 +156,6 @@ def test_play_bag_offset_remap_and_restamp(ros, world_bag):
         spin_until(executor, lambda: len(images) >= FRAMES - 5 or process.poll() is not None)
         spin_until(executor, lambda: len(images) >= FRAMES - 5, timeout=5)
         code, log = finish(process)
-    finally:
-        node.destroy_subscription(sub)
     assert code == 0, log
     assert len(images) == FRAMES - 5
     first = images[0]
@@ -238,16 +246,12 @@ def test_record_bag_refuses_existing_output(tmp_path):
 def test_play_bag_loops_until_interrupted(ros, world_bag):
     node, executor = ros
     path, _, _ = world_bag
-    images = []
-    sub = node.create_subscription(Image, "/camera/image_raw", images.append, RELIABLE)
-    try:
+    with received_images(node, "/camera/image_raw") as images:
         process = start_tool("actedit_ros.ros.play_bag", str(path), "--loop", "--rate", "4",
                              "--wait-for-subscribers", "1", "--topics", "/camera/image_raw")
         spin_until(executor, lambda: len(images) >= 2 * FRAMES + 1 or process.poll() is not None)
         process.send_signal(signal.SIGINT)
         code, log = finish(process)
-    finally:
-        node.destroy_subscription(sub)
     assert code == 0, log
     assert len(images) >= 2 * FRAMES + 1
     stamps = [msg.header.stamp.sec * NS + msg.header.stamp.nanosec for msg in images[:2 * FRAMES]]
@@ -259,9 +263,7 @@ def test_play_bag_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sig
     """As nohup and a shell's `&` expect (and as the node does): an ignored Ctrl-C stays ignored."""
     node, executor = ros
     path, _, _ = world_bag
-    images = []
-    sub = node.create_subscription(Image, "/camera/image_raw", images.append, RELIABLE)
-    try:
+    with received_images(node, "/camera/image_raw") as images:
         process = start_tool("actedit_ros.ros.play_bag", str(path), "--loop", "--rate", "4",
                              "--wait-for-subscribers", "1", "--topics", "/camera/image_raw", sigint=signal.SIG_IGN)
         spin_until(executor, lambda: len(images) >= 2 or process.poll() is not None)
@@ -271,8 +273,6 @@ def test_play_bag_started_with_sigint_ignored_keeps_ignoring_it_and_stops_on_sig
         still_running = process.poll() is None
         process.send_signal(signal.SIGTERM)
         code, log = finish(process)
-    finally:
-        node.destroy_subscription(sub)
     assert still_running and len(images) >= seen + FRAMES, log
     assert code == 0 and "(stopped)" in log, log
 
