@@ -159,6 +159,27 @@ def test_prediction_targets_and_min_snr_weights():
         losses.prediction_target(scheduler, x0, noise, t, "x0")
 
 
+def test_change_weights_put_the_loss_where_the_edit_changes_the_image():
+    before = torch.zeros(2, 4, 6, 8)
+    after = before.clone()
+    after[0, 1, 2, 3] = 0.5  # pair 0: one latent pixel changes; pair 1: nothing changes
+    weights = losses.change_weights(before, after, weight=4.0)
+    assert weights.shape == (2, 1, 6, 8)
+    assert torch.allclose(weights.mean(dim=(1, 2, 3)), torch.ones(2))  # each pair's loss keeps its scale
+    changed = weights[0, 0] > weights[0, 0].min()
+    assert changed.sum() == 9 and changed[1:4, 2:5].all()  # the changed pixel, dilated by one
+    assert torch.allclose(weights[0, 0][changed] / weights[0, 0][~changed].min(), torch.tensor(5.0))
+    assert torch.allclose(weights[1], torch.ones(1, 6, 8))
+    # an error only inside the change costs more with the weights, one outside costs less
+    target = torch.zeros(2, 4, 6, 8)
+    inside, outside = target.clone(), target.clone()
+    inside[0, :, 2, 3], outside[0, :, 5, 7] = 1.0, 1.0
+    plain_inside, plain_outside = losses.diffusion_loss(inside, target), losses.diffusion_loss(outside, target)
+    assert plain_inside == plain_outside
+    assert losses.diffusion_loss(inside, target, pixel_weights=weights) > plain_inside
+    assert losses.diffusion_loss(outside, target, pixel_weights=weights) < plain_outside
+
+
 def test_action_loss_is_bayes_over_denoising_errors():
     e_true = torch.tensor([0.10, 0.30, 0.20], requires_grad=True)
     e_negative = torch.tensor([0.30, 0.10, 0.20], requires_grad=True)
@@ -379,7 +400,7 @@ def test_mixed_precision_run_exports_the_frozen_components_untouched(tmp_path, t
     out = tmp_path / "bf16"
     train(train_args(tiny_model, squares, out, "--max-train-steps", "1", "--mixed-precision", "bf16",
                      "--gradient-checkpointing", "--prediction-type", "v_prediction", "--snr-gamma", "5",
-                     "--action-loss-weight", "0.05"))
+                     "--action-loss-weight", "0.05", "--change-loss-weight", "4"))
     for component in ("vae", "text_encoder", "tokenizer"):
         for file in (tiny_model / component).iterdir():
             assert (out / component / file.name).read_bytes() == file.read_bytes(), file
@@ -465,6 +486,9 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, tiny_model, capsys):
     code = main(["--pretrained-model", str(tiny_model), "--dataset-dir", str(tmp_path), "--output-dir",
                  str(tmp_path / "out"), "--drop-text-prob", "0.7", "--drop-image-prob", "0.7"])
     assert code == 2 and "sum to <= 1" in capsys.readouterr().err
+    code = main(["--pretrained-model", str(tiny_model), "--dataset-dir", str(tmp_path), "--output-dir",
+                 str(tmp_path / "out"), "--change-loss-weight", "-1"])
+    assert code == 2 and "--change-loss-weight must be >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0

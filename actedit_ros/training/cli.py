@@ -152,6 +152,10 @@ def _objective_flags(parser: argparse.ArgumentParser) -> None:
                            "(pulling towards random weights only hurts)")
     loss.add_argument("--snr-gamma", type=float, default=None,
                       help="min-SNR-gamma weighting of the diffusion loss (e.g. 5.0); default: unweighted")
+    loss.add_argument("--change-loss-weight", type=float, default=0.0,
+                      help="extra weight of the diffusion loss where the edit changes the image (latent pixels where "
+                           "input and edited latents differ, dilated by one): 1 + W there, 1 elsewhere, normalised "
+                           "per pair so the loss keeps its scale; 0 = unweighted")
     loss.add_argument("--cross-attention", choices=["auto", "frozen", "trainable"], default="auto",
                       help="the UNet's text cross-attention (attn2) layers: 'frozen' as the paper does when "
                            "fine-tuning, 'trainable' to unfreeze; 'auto' = frozen when starting from pretrained "
@@ -226,6 +230,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainingError(f"--num-threads must be > 0, got {args.num_threads}")
     if args.snr_gamma is not None and args.snr_gamma <= 0:
         raise TrainingError(f"--snr-gamma must be > 0, got {args.snr_gamma}")
+    if args.change_loss_weight < 0:
+        raise TrainingError(f"--change-loss-weight must be >= 0, got {args.change_loss_weight}")
     if getattr(args, "latent_cache_file", None) and not args.cache_latents:
         raise TrainingError("--latent-cache-file keeps the latent cache on disk: it needs --cache-latents")
     if not 0 <= args.instruction_variant_prob <= 1:

@@ -77,12 +77,29 @@ def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Te
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
-def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Static InstructPix2Pix loss: mean (optionally per-sample weighted) squared error of the UNet's prediction.
+def change_weights(input_latents: torch.Tensor, edited_latents: torch.Tensor, weight: float,
+                   threshold: float = 0.05) -> torch.Tensor:
+    """Per-pixel weights (batch, 1, h, w) of the diffusion loss: 1 + ``weight`` where the edit changes the latents
+    (any channel differs by more than ``threshold``, in the VAE's unscaled units; dilated by one latent pixel), 1
+    elsewhere, divided by their mean per pair so a pair's loss keeps its scale and only moves toward the change."""
+    changed = (input_latents.float() - edited_latents.float()).abs().amax(dim=1, keepdim=True) > threshold
+    changed = F.max_pool2d(changed.float(), kernel_size=3, stride=1, padding=1)
+    weights = 1.0 + weight * changed
+    return weights / weights.mean(dim=(1, 2, 3), keepdim=True)
 
-    ``weights`` (batch,) are e.g. :func:`min_snr_weights`; None means plain MSE.
+
+def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+                   pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Static InstructPix2Pix loss: mean (optionally weighted) squared error of the UNet's prediction.
+
+    ``weights`` (batch,) are e.g. :func:`min_snr_weights`; ``pixel_weights`` (batch, 1, h, w) e.g.
+    :func:`change_weights`; None means plain MSE.
     """
-    errors = per_sample_error(prediction, target)
+    if pixel_weights is None:
+        errors = per_sample_error(prediction, target)
+    else:
+        squared = (prediction.float() - target.float()).pow(2) * pixel_weights.to(prediction.device, torch.float32)
+        errors = squared.flatten(1).mean(dim=1)
     if weights is not None:
         errors = errors * weights.to(errors.device, errors.dtype)
     return errors.mean()
@@ -148,6 +165,7 @@ class LossWeights:
     regularizer: float = 0.0
     action_temperature: float = 0.01
     min_snr_gamma: float | None = None
+    change: float = 0.0  # extra diffusion-loss weight where the edit changes the image (:func:`change_weights`)
 
 
 @dataclass
@@ -171,13 +189,15 @@ def editaction_objective(unet, noisy_latents: torch.Tensor, image_latents: torch
                          text_embeddings: torch.Tensor, target: torch.Tensor, weights: LossWeights,
                          negative_text_embeddings: torch.Tensor | None = None,
                          action_mask: torch.Tensor | None = None, reference_unet=None,
-                         snr_weights: torch.Tensor | None = None) -> ObjectiveTerms:
+                         snr_weights: torch.Tensor | None = None,
+                         pixel_weights: torch.Tensor | None = None) -> ObjectiveTerms:
     """All terms of the EditAction loss for one batch.
 
     ``noisy_latents``, ``image_latents`` (already zeroed where the image condition is dropped), ``text_embeddings``
     (already the empty prompt's where the text is dropped) and ``target`` have batch size B. When the action loss is
     on, ``negative_text_embeddings`` holds one negative per sample selected by the boolean ``action_mask`` (B,), in
     order; those samples are run a second time with the negative, on the same noisy latents and timestep.
+    ``snr_weights`` (B,) and ``pixel_weights`` (B, 1, h, w) weight the diffusion term only.
     """
     model_input = torch.cat([noisy_latents, image_latents], dim=1)
     batch = model_input.shape[0]
@@ -193,7 +213,7 @@ def editaction_objective(unet, noisy_latents: torch.Tensor, image_latents: torch
     output = unet(model_input, unet_timesteps, encoder_hidden_states=encoder_states, return_dict=False)[0]
     prediction = output[:batch]
 
-    diffusion = diffusion_loss(prediction, target, snr_weights) if weights.diffusion > 0 else zero
+    diffusion = diffusion_loss(prediction, target, snr_weights, pixel_weights) if weights.diffusion > 0 else zero
     action, accuracy = zero, zero
     if use_action:
         error_true = per_sample_error(prediction[action_mask], target[action_mask])

@@ -13,7 +13,7 @@ import torch
 
 from .data import mirror_instruction, to_model_range
 from .latent_cache import LatentCache, encode_latents, latent_keys
-from .losses import LossWeights, editaction_objective, min_snr_weights, prediction_target
+from .losses import LossWeights, change_weights, editaction_objective, min_snr_weights, prediction_target
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler):
@@ -164,7 +164,8 @@ def training_micro_step(batch: dict, generator: torch.Generator, args, unet, ref
         texts_log.append(StepTexts(instructions, variant_used, prompts, negative_texts))
     snr = (min_snr_weights(noise_scheduler, timesteps, weights.min_snr_gamma, prediction_type)
            if weights.min_snr_gamma else None)
+    pixel_weights = change_weights(mean[:size], mean[size:], weights.change) if weights.change else None
     with accelerator.autocast():
         return editaction_objective(unet, noisy, image_latents, timesteps, text_embeddings, target, weights,
                                     negative_text_embeddings=negative_embeddings, action_mask=action_mask,
-                                    reference_unet=reference_unet, snr_weights=snr)
+                                    reference_unet=reference_unet, snr_weights=snr, pixel_weights=pixel_weights)

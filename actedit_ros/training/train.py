@@ -184,7 +184,7 @@ def setup_model(run: Run) -> None:
         "trainable" if random_init else "frozen")
     run.weights = LossWeights(diffusion=args.diffusion_loss_weight, action=args.action_loss_weight,
                               regularizer=regularizer_weight, action_temperature=args.action_temperature,
-                              min_snr_gamma=args.snr_gamma)
+                              min_snr_gamma=args.snr_gamma, change=args.change_loss_weight)
     run.resolution = args.resolution or components.resolution
     run.size_multiple = components.vae_scale_factor * 2 ** (len(unet.config.block_out_channels) - 1)
 
