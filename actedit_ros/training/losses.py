@@ -72,9 +72,13 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction
     raise ValueError(f"unknown prediction_type {prediction_type!r}: use one of {PREDICTION_TYPES}")
 
 
-def per_sample_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every dimension but the batch, in float32: shape (batch,)."""
-    return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+def per_sample_error(prediction: torch.Tensor, target: torch.Tensor,
+                     pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean (optionally per-pixel weighted) squared error over every dimension but the batch, in float32: (batch,)."""
+    squared = (prediction.float() - target.float()).pow(2)
+    if pixel_weights is not None:
+        squared = squared * pixel_weights.to(squared.device, torch.float32)
+    return squared.flatten(1).mean(dim=1)
 
 
 def change_weights(input_latents: torch.Tensor, edited_latents: torch.Tensor, weight: float,
@@ -95,11 +99,7 @@ def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torc
     ``weights`` (batch,) are e.g. :func:`min_snr_weights`; ``pixel_weights`` (batch, 1, h, w) e.g.
     :func:`change_weights`; None means plain MSE.
     """
-    if pixel_weights is None:
-        errors = per_sample_error(prediction, target)
-    else:
-        squared = (prediction.float() - target.float()).pow(2) * pixel_weights.to(prediction.device, torch.float32)
-        errors = squared.flatten(1).mean(dim=1)
+    errors = per_sample_error(prediction, target, pixel_weights)
     if weights is not None:
         errors = errors * weights.to(errors.device, errors.dtype)
     return errors.mean()
