@@ -127,6 +127,21 @@ def test_trainer_end_to_end_and_resume(tmp_path, capsys):
     assert "resumed from" in out and "at step 2" in out
     log = json.loads((tmp_path / "work" / "checkpoint.json").read_text())
     assert log["step"] == 4 and [row["step"] for row in log["log"]] == [2, 4]
+    # the cached goals were made with the composite (the default); a re-run asking for plain ones is refused
+    assert json.loads((tmp_path / "work" / "goal_settings.json").read_text())["goal_mode"] == "composite"
+    assert train_main(common + ["--steps", "4", "--goal-mode", "plain"]) == 2
+    assert "--work-dir" in (err := capsys.readouterr().err) and "goal_mode: 'composite' there, 'plain' now" in err
+
+
+def test_progress_tools_default_to_the_goal_the_node_gives():
+    """Progress is trained and measured against the goal image the node publishes by default."""
+    from actedit_ros.progress.evaluate import build_parser as eval_parser
+    from actedit_ros.progress.train_progress import build_parser as train_parser
+    from actedit_ros.ros.parameters import PARAMETERS_BY_NAME
+
+    node_default = PARAMETERS_BY_NAME["goal_mode"].default
+    assert eval_parser().parse_args([]).goal_mode == node_default
+    assert train_parser().parse_args(["--data", "d", "--work-dir", "w", "--export", "e"]).goal_mode == node_default
 
 
 def test_trainer_names_the_flag_for_a_dataset_without_frames(tmp_path, capsys):

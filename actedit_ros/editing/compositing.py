@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-COMPOSITE_MODES = ("plain", "composite")
-
 
 @dataclass(frozen=True)
 class CompositeSettings:

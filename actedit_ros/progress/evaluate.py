@@ -154,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "the true end state seen from the start camera, or a blurred/noisy end frame")
     parser.add_argument("--model", default="",
                         help="editor model folder for --goal predicted (default: the embedded default)")
-    parser.add_argument("--goal-mode", choices=("plain", "composite"), default="plain",
-                        help="with --goal predicted: the editor's plain output, or the composite that keeps the "
-                             "start frame outside the predicted change (the node's goal_mode) (default: %(default)s)")
+    parser.add_argument("--goal-mode", choices=("plain", "composite"), default="composite",
+                        help="with --goal predicted: the composite that keeps the start frame outside the predicted "
+                             "change (the node's default goal_mode), or the editor's plain output "
+                             "(default: %(default)s)")
     parser.add_argument("--editor-steps", type=_positive_int, default=20,
                         help="diffusion steps per predicted goal (default: %(default)s, the node's)")
     parser.add_argument("--editor-seed", type=int, default=0, help="sampler seed of the predicted goals (default: 0)")

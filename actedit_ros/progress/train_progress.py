@@ -8,7 +8,8 @@ different action from the same start).
 Stages, each resumable from ``--work-dir``:
 
 1. goals: the goal images to train against, per record: the editor's own prediction from the start frame
-   (``--editor``, the embedded default unless told otherwise; ``--editor none`` skips it), and the true end frame,
+   (``--editor``, the embedded default unless told otherwise; ``--editor none`` skips it), as the node gives it
+   (``--goal-mode``: the composite by default; the settings are kept in ``goal_settings.json``), and the true end frame,
    every other record's degraded (blur, noise, colour shift). Records with the world's ground truth are read by the
    world's end-state readout: a predicted goal that shows the wrong end state turns the record's frames into
    negatives for that goal (the frames do not go where the goal shows). Predicted goals are cached as PNG.
@@ -63,28 +64,43 @@ def _world_readout(record, size: tuple[int, int]):
 
 # ------------------------------------------------------------------------------------------------ stage 1: goals
 def predicted_goal(record, index: int, start: np.ndarray, predictor, goal_dir: Path, steps: int,
-                   text_guidance: float = 7.5) -> tuple[str, np.ndarray, bool]:
+                   text_guidance: float = 7.5, composite: bool = True) -> tuple[str, np.ndarray, bool]:
     """("predicted", the editor's goal for the record (cached as PNG), whether the world's readout calls it right;
-    True without world ground truth)."""
+    True without world ground truth). ``composite``: the goal the node gives by default (goal_mode composite)."""
     cached = goal_dir / f"{record.id}.png"
     if cached.exists():
         predicted = read_rgb(cached)
     else:
         predicted = predictor.predict(start, record.instruction, steps=steps, seed=index,
-                                      text_guidance=text_guidance).image
+                                      text_guidance=text_guidance, composite=composite).image
         cv2.imwrite(str(cached), cv2.cvtColor(predicted, cv2.COLOR_RGB2BGR))
     readout = _world_readout(record, (start.shape[1], start.shape[0]))
     return "predicted", predicted, readout is None or readout.read(predicted).correct
 
 
 def record_goals(record, index: int, start: np.ndarray, end: np.ndarray, predictor, goal_dir: Path,
-                 steps: int) -> list[tuple[str, np.ndarray, bool]]:
+                 steps: int, composite: bool = True) -> list[tuple[str, np.ndarray, bool]]:
     """(kind, goal image, frames go toward it) for one record: its true or degraded end frame, and the editor's
     prediction when there is an editor."""
     goals = [("end", end, True)] if index % 2 == 0 else [("degraded", degrade_goal(end, index), True)]
     if predictor is None:
         return goals
-    return goals + [predicted_goal(record, index, start, predictor, goal_dir, steps)]
+    return goals + [predicted_goal(record, index, start, predictor, goal_dir, steps, composite=composite)]
+
+
+def check_goal_settings(work_dir: Path, settings: dict) -> None:
+    """Records in ``work_dir`` the settings its cached goals are made with, and refuses a re-run with others (the
+    cache would mix goals of two kinds)."""
+    path = work_dir / "goal_settings.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached != settings:
+            changed = ", ".join(f"{k}: {cached.get(k)!r} there, {v!r} now" for k, v in settings.items()
+                                if cached.get(k) != v)
+            raise ValueError(f"--work-dir {work_dir} holds goals made with other settings ({changed}); "
+                             "give a new --work-dir or the same options")
+    else:
+        path.write_text(json.dumps(settings, indent=1))
 
 
 # ------------------------------------------------------------------------------------------------ stage 2: features
@@ -137,11 +153,16 @@ def _cached_features(record, feature_dir: Path, make_goals) -> dict | None:
 
 
 def build_features(records: list, work_dir: Path, editor: str, steps: int, weak_guidance: float = 0.0,
-                   weak_records: int = 0) -> dict[str, np.ndarray]:
+                   weak_records: int = 0, goal_mode: str = "composite") -> dict[str, np.ndarray]:
     """Stages 1 and 2 over all records (cached per record), concatenated. With ``weak_guidance`` > 0 the first
     ``weak_records`` records (0: all) also get a goal predicted at that lower text guidance: a weaker, vaguer edit,
-    like those the editor makes for wordings it understands less well (cached apart, in ``*_g<guidance>``)."""
+    like those the editor makes for wordings it understands less well (cached apart, in ``*_g<guidance>``).
+    ``goal_mode``: the predicted goals are the editor's composite (the node's default) or its plain output."""
     from tqdm import tqdm
+
+    check_goal_settings(work_dir, {"editor": editor, "editor_steps": steps, "goal_mode": goal_mode,
+                                   "weak_goal_guidance": weak_guidance, "weak_goal_records": weak_records})
+    composite = goal_mode == "composite"
 
     predictor = None
     if editor != "none":
@@ -155,11 +176,12 @@ def build_features(records: list, work_dir: Path, editor: str, steps: int, weak_
     parts, owners = [], []  # feature sets and the index of the record each came from
     for index, record in enumerate(tqdm(records, desc="goals and features", unit="record")):
         parts.append(_cached_features(record, dirs[1], lambda start, end: record_goals(
-            record, index, start, end, predictor, dirs[0], steps)))
+            record, index, start, end, predictor, dirs[0], steps, composite)))
         owners.append(index)
         if predictor is not None and weak_guidance > 0 and (not weak_records or index < weak_records):
             parts.append(_cached_features(record, dirs[3], lambda start, end: [predicted_goal(
-                record, index, start, predictor, dirs[2], steps, text_guidance=weak_guidance)]))
+                record, index, start, predictor, dirs[2], steps, text_guidance=weak_guidance,
+                composite=composite)]))
             owners.append(index)
     owners = [owner for owner, part in zip(owners, parts) if part is not None]
     parts = [part for part in parts if part is not None]
@@ -335,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="editor whose predicted goals to train against: a model folder, empty for the embedded "
                              "default, or 'none' for true/degraded end frames only (default: embedded default)")
     parser.add_argument("--editor-steps", type=int, default=10, help="diffusion steps per predicted goal (default: 10)")
+    parser.add_argument("--goal-mode", choices=("composite", "plain"), default="composite",
+                        help="predicted goals to train against: the composite (the start frame outside the change "
+                             "the editor predicts, the node's default goal_mode) or the editor's plain output "
+                             "(default: %(default)s)")
     parser.add_argument("--weak-goal-guidance", type=float, default=3.0,
                         help="also train against goals predicted at this lower text guidance (weaker, vaguer edits, "
                              "like those of wordings the editor knows less well); 0: off (default: %(default)s)")
@@ -374,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             records = records[:args.max_records]
         args.work_dir.mkdir(parents=True, exist_ok=True)
         data = build_features(records, args.work_dir, args.editor, args.editor_steps, args.weak_goal_guidance,
-                              args.weak_goal_records)
+                              args.weak_goal_records, args.goal_mode)
         if args.wrong_goals == "drop":
             data = drop_wrong_goals(data)
         print(f"{len(data['label'])} training frames from {len(records)} records "
