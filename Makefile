@@ -22,7 +22,7 @@ train-progress: setup  ## reproduce the shipped learned progress model (world fr
 	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 1630 --test 0 \
 		--size 160 120 --frames 12 --negatives
 	@$(ENV) nice -n 10 python -m actedit_ros.progress.train_progress --data work_dirs/progress/world160 \
-		--work-dir work_dirs/progress/run --export actedit_ros/models/progress/progress_model.safetensors $(ARGS)
+		--work-dir work_dirs/progress/run --goal-mode plain --export actedit_ros/models/progress/progress_model.safetensors $(ARGS)
 
 eval: setup  ## evaluation table of the embedded default on held-out synthetic episodes
 	@$(ENV) python -m actedit_ros.world.evaluate $(ARGS)
