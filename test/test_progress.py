@@ -288,6 +288,28 @@ def test_false_reached_rate_counts_only_frames_before_completion():
     assert np.isnan(false_reached_rate([True], [1.0]))
 
 
+def test_first_reached_is_where_the_action_would_end():
+    from actedit_ros.progress.eval_scoring import EpisodeScores, summarise
+
+    def episode(reached, held, condition="clean"):
+        scores = EpisodeScores("e", "open_drawer", "fixed", condition, True, [0.0, 0.5, 0.9, 1.0])
+        for method in ("learned",):
+            scores.progress[method] = [0.0, 0.5, 0.9, 1.0]
+            scores.reached[method], scores.held_reached[method] = reached, held
+            scores.reached_after_hold[method] = held > 0
+        return scores
+
+    early = episode([False, True, False, False], 0.0)  # fired at true progress 0.5, then cleared
+    late = episode([False, False, False, True], 1.0)
+    held_only = episode([False, False, False, False], 0.4)
+    never = episode([False, False, False, False], 0.0)
+    assert [e.first_reached_progress("learned") for e in (early, late, held_only, never)] == [0.5, 1.0, 1.0, None]
+    row = summarise([early, late, held_only, never], ("learned",))[0]
+    assert row["succeeds_right"] == pytest.approx(0.75)  # early counts as a success of the action ...
+    assert row["reached_right"] == pytest.approx(0.5)  # ... but not as reached by the end
+    assert row["ends_early"] == pytest.approx(0.25)
+
+
 def test_baselines_anchor_at_start_and_goal():
     start = _scene()
     goal = _with_block(start)
@@ -311,6 +333,8 @@ def test_eval_progress_cli_end_to_end(tmp_path, capsys):
     assert all(-1.0 <= r["voc_mean"] <= 1.0 for r in rows.values())
     assert all(r["goal_right"] == r["episodes"] for r in rows.values())  # a true goal is always right
     assert all(0.0 <= r["negative_reached"] <= 1.0 for r in rows.values())
+    assert all(r["succeeds_right"] >= r["reached_right"] for r in rows.values())  # reached at the end fired before
+    assert all(0.0 <= r["ends_early"] <= 1.0 for r in rows.values())
     image = cv2.imread(str(out / "progress_curves.png"))
     assert image is not None and image.shape[0] > 100
     assert "| clean | fixed | pixel scorer |" in capsys.readouterr().out

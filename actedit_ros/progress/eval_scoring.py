@@ -97,6 +97,14 @@ class EpisodeScores:
     negative_reached: dict[str, bool] = field(default_factory=dict)  # reached fired on the other action's frames
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it could not score this goal
 
+    def first_reached_progress(self, method: str) -> float | None:
+        """True progress at the first frame the stream flags ``reached`` (the hold frames repeat the last one): where a
+        ``reach_visual_goal`` action would end with success. None when it never fires."""
+        flags = self.reached[method]
+        if any(flags):
+            return float(self.true_progress[flags.index(True)])
+        return float(self.true_progress[-1]) if self.held_reached[method] > 0 else None
+
     def summary(self) -> dict:
         out = {"episode": self.episode_id, "action": self.action, "regime": self.regime, "condition": self.condition,
                "goal_right": self.goal_right, "failed": self.failed, "methods": {}}
@@ -105,6 +113,7 @@ class EpisodeScores:
                 "voc": value_order_correlation(self.progress[method]),
                 "false_reached": false_reached_rate(self.reached[method], self.true_progress, before=EARLY),
                 "reached_at_end": bool(self.reached_after_hold[method]),
+                "first_reached_progress": self.first_reached_progress(method),
                 "negative_reached": self.negative_reached.get(method),
                 "progress_mae": progress_mae(self.progress[method], self.true_progress),
                 "progress": [round(p, 4) for p in self.progress[method]],
@@ -168,6 +177,7 @@ def summarise(scores: list[EpisodeScores], methods: tuple[str, ...] = METHODS) -
                 vocs = np.array([value_order_correlation(s.progress[method]) for s in group])
                 early = np.concatenate([early_reached(s, method) for s in group])
                 negatives = [s.negative_reached[method] for s in group if method in s.negative_reached]
+                first = [s.first_reached_progress(method) for s in group]
                 rows.append({
                     "condition": condition, "regime": regime, "method": method, "episodes": len(group),
                     "goal_right": len(right),
@@ -178,6 +188,8 @@ def summarise(scores: list[EpisodeScores], methods: tuple[str, ...] = METHODS) -
                     "reached_right": _mean([s.reached_after_hold[method] for s in right]),
                     "reached_wrong": _mean([s.reached_after_hold[method] for s in wrong]),
                     "held_reached_right": _mean([s.held_reached[method] for s in right]),
+                    "succeeds_right": _mean([s.first_reached_progress(method) is not None for s in right]),
+                    "ends_early": _mean([f is not None and f < EARLY for f in first]),
                     "negative_reached": _mean(negatives),
                     "progress_mae": float(np.mean([progress_mae(s.progress[method], s.true_progress)
                                                    for s in group])),
@@ -197,8 +209,9 @@ def _percent(value: float, digits: int = 0) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| condition | regime | method | VOC mean ± std | VOC (goal right) | reached by end, goal right | "
-             "reached by end, goal wrong | false reached < 80 % | reached on other action | progress MAE |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "reached by end, goal wrong | false reached < 80 % | reached on other action | action succeeds, goal "
+             "right | action ends < 80 % | progress MAE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     best = {}
     for row in rows:
         key = (row["condition"], row["regime"])
@@ -211,5 +224,6 @@ def markdown_table(rows: list[dict]) -> str:
         wrong = f"{_percent(row['reached_wrong'])} of {row['episodes'] - row['goal_right']}"
         lines.append(f"| {row['condition']} | {row['regime']} | {row['method']} | {voc} | {row['voc_right']:.3f} | "
                      f"{right} | {wrong} | {_percent(row['false_reached'], 1)} | "
-                     f"{_percent(row['negative_reached'])} | {row['progress_mae']:.3f} |")
+                     f"{_percent(row['negative_reached'])} | {_percent(row['succeeds_right'])} | "
+                     f"{_percent(row['ends_early'], 1)} | {row['progress_mae']:.3f} |")
     return "\n".join(lines)

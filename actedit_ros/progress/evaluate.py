@@ -265,6 +265,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         f"(EMA alpha {args.ema_alpha}, threshold {args.reached_threshold}, hysteresis {args.hysteresis}, "
         f"{args.confirm_frames} confirming frames - the same for every method). Reached on other action: the same "
         "start with a different action's frames (then held): share of those on which reached fired at any frame. "
+        "Action succeeds: reached fired at some frame (what `reach_visual_goal` ends on with success), over the "
+        "episodes whose goal is right; action ends < 80 %: share of all episodes whose first reached came while the "
+        "true progress was below 0.8 (the action would have ended early). "
         "Perturbed: a hand-like distractor sweeping over the changed region, oscillating exposure/colour cast/"
         "brightness gradient, sensor noise; the head regime adds the world's own camera motion.",
         "",
