@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from table import Row, print_table  # noqa: E402
 
 from actedit_ros.progress import LearnedProgressScorer, PixelMSEProgress, ProgressScorer, SSIMProgress  # noqa: E402
+from actedit_ros.progress.evaluate import parse_size  # noqa: E402
 from actedit_ros.progress.perturbations import perturb  # noqa: E402
 from actedit_ros.world import generate_episode  # noqa: E402
 
@@ -122,19 +123,9 @@ def rows(size: tuple[int, int] = (640, 480), count: int = 300) -> list[Row]:
     return out
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 640x480, got {text!r}") from None
-    if width < 32 or height < 32:
-        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
-    return width, height
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=_parse_size, default=(640, 480),
+    parser.add_argument("--size", type=parse_size, default=(640, 480),
                         help="frame size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--frames", type=int, default=300, help="frames timed per method (default: %(default)s)")
     args = parser.parse_args(argv)

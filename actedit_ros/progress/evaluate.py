@@ -101,11 +101,12 @@ def plot_curves(scores: list[EpisodeScores], path: Path, per_group: int = 2) -> 
     plt.close(fig)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """argparse type of a frame size written WIDTHxHEIGHT (at least 32x32)."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 320x240, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT (320x240), got {text!r}") from None
     if width < 32 or height < 32:
         raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
     return width, height
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first episode (default: %(default)s)")
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="world split to draw episodes from (default: %(default)s, held out from training)")
-    parser.add_argument("--size", type=_parse_size, default=(320, 240),
+    parser.add_argument("--size", type=parse_size, default=(320, 240),
                         help="frame size WIDTHxHEIGHT (default: 320x240)")
     parser.add_argument("--frames", type=_positive_int, default=16, help="frames per episode (default: %(default)s)")
     parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES),
