@@ -134,12 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         out = write_dataset(args.out, args.train, args.test, tuple(args.size), tuple(args.regimes), args.first_seed,
                             num_frames=args.frames, negatives=args.negatives)
     except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.train} train + {args.test} test pairs to {out}")
     return 0
