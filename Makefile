@@ -18,7 +18,7 @@ bench: setup  ## one table: every performance figure against its target
 train-default: setup  ## reproduce the embedded default model (hours on CPU; resumes from its last checkpoint)
 	@$(ENV) nice -n 10 python -m actedit_ros.world.train_default $(ARGS)
 
-train-progress: setup  ## reproduce the shipped learned progress model (world frames + the default editor's goals; resumes)
+train-progress: setup  ## retrain the learned progress model by the shipped one's recipe (world frames + the default editor's plain goals; resumes)
 	@$(ENV) nice -n 10 python -m actedit_ros.world.dataset --out work_dirs/progress/world160 --train 1630 --test 0 \
 		--size 160 120 --frames 12 --negatives
 	@$(ENV) nice -n 10 python -m actedit_ros.progress.train_progress --data work_dirs/progress/world160 \
