@@ -291,12 +291,11 @@ def test_false_reached_rate_counts_only_frames_before_completion():
 def test_first_reached_is_where_the_action_would_end():
     from actedit_ros.progress.eval_scoring import EpisodeScores, summarise
 
-    def episode(reached, held, condition="clean"):
-        scores = EpisodeScores("e", "open_drawer", "fixed", condition, True, [0.0, 0.5, 0.9, 1.0])
-        for method in ("learned",):
-            scores.progress[method] = [0.0, 0.5, 0.9, 1.0]
-            scores.reached[method], scores.held_reached[method] = reached, held
-            scores.reached_after_hold[method] = held > 0
+    def episode(reached, held):  # one learned-scorer run: reached per frame, share of the hold frames reached
+        scores = EpisodeScores("e", "open_drawer", "fixed", "clean", True, [0.0, 0.5, 0.9, 1.0])
+        scores.progress["learned"] = [0.0, 0.5, 0.9, 1.0]
+        scores.reached["learned"], scores.held_reached["learned"] = reached, held
+        scores.reached_after_hold["learned"] = held > 0
         return scores
 
     early = episode([False, True, False, False], 0.0)  # fired at true progress 0.5, then cleared
