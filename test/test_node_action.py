@@ -265,10 +265,10 @@ def test_timeout_while_tracking_and_while_predicting(ros, client):
 
 def test_camera_stale_too_long_aborts(ros, client):
     node, _, _ = ros
-    goal, _ = start_tracking(ros, client, 1400, max_stale=0.7)
+    goal, _ = start_tracking(ros, client, 1400, max_stale=1.2)  # 0.7 s after stale_timeout: room on a loaded machine
     result = goal.result()
     assert result.status == GoalStatus.STATUS_ABORTED and result.result.reason == Result.CAMERA_STALE
-    assert "max_stale" in result.result.message and result.result.elapsed >= 0.7
+    assert "max_stale" in result.result.message and result.result.elapsed >= 1.2
     stale = [f for f in goal.feedback if f.stale]
     assert stale and all(not f.reached for f in stale)  # stale_timeout 0.5 s: flagged before the abort
     assert node.current_goal_id == ""
