@@ -212,9 +212,10 @@ def test_train_default_will_not_export_an_ablation_arm_into_the_package(tmp_path
 
 
 def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_retraining(tmp_path):
-    """v2.1 at toy size (8 episodes, 2 steps per stage): dataset with rewordings, fixed-encoder VAE and its decoder
-    in a second process, InstructPix2Pix, EditAction without rewordings, then stage 6 on from it with them, then the
-    goal refiner. A re-run of the same command skips every finished stage."""
+    """v2.2 at toy size (8 episodes, 2 steps per stage): dataset with rewordings, fixed-encoder VAE and its decoder
+    in a second process, InstructPix2Pix, EditAction without rewordings, then stage 6 on from it with them, stage 6b
+    on from that with mirrored pairs as well, then the goal refiner. A re-run of the same command skips every
+    finished stage."""
     from safetensors.torch import load_file
 
     from actedit_ros.world.train_default import SHIPPED_RECIPE, main
@@ -222,15 +223,20 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     work = tmp_path / "work"
     argv = ["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--train-episodes", "6", "--test-episodes", "2",
             "--decoder-steps", "2", "--ip2p-steps", "2", "--editaction-steps", "2", "--rewording-steps", "2",
-            "--goal-refiner-steps", "2", "--batch-size", "2", "--no-export"]
+            "--mirrored-steps", "2", "--goal-refiner-steps", "2", "--batch-size", "2", "--no-export"]
     assert main(argv) == 0
     config = {stage: json.loads((work / stage / "training_config.json").read_text())
-              for stage in ("ip2p", "editaction", "rewording")}
+              for stage in ("ip2p", "editaction", "rewording", "mirrored")}
     assert config["editaction"]["flags"]["instruction_variant_prob"] == 0  # stages 1-5 stay v2's
     assert config["rewording"]["flags"]["instruction_variant_prob"] == 0.5
     assert config["rewording"]["flags"]["pretrained_model"] == str(work / "editaction")
     assert config["rewording"]["resolved"]["cross_attention"] == "frozen"
     assert config["rewording"]["exported_step"] == 2
+    mirrored = config["mirrored"]["flags"]
+    assert mirrored["random_flip"] and not config["rewording"]["flags"]["random_flip"]
+    assert mirrored["pretrained_model"] == str(work / "rewording") and mirrored["seed"] == 1
+    assert mirrored["instruction_variant_prob"] == 0.5
+    assert mirrored["latent_cache_file"] != config["rewording"]["flags"]["latent_cache_file"]  # mirrored latents too
     records = [json.loads(line) for line in (work / "dataset" / "index.jsonl").read_text().splitlines()]
     assert len(records) == 8  # the decoder's process built nothing bigger
     assert all(len(r["instruction_variants"]) == 8 for r in records if r["split"] == "train")
@@ -239,7 +245,7 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     assert refiner["steps"] == 2 and refiner["size"] == [128, 96]
     assert "held_out_editor_goals" not in refiner  # the shipped recipe trains on VAE reconstructions only
 
-    weights = work / "rewording" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = work / "mirrored" / "unet" / "diffusion_pytorch_model.safetensors"
     logged = {stage: (work / stage / "logs" / "metrics.jsonl").read_text() for stage in config}
     before = load_file(str(weights))
     assert main(argv) == 0
@@ -248,7 +254,8 @@ def test_the_shipped_recipe_runs_every_stage_at_toy_size_and_resumes_without_ret
     assert all(torch.equal(before[k], after[k]) for k in before)
 
     out = tmp_path / "exported"
-    assert main(["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--export-from", "rewording",
+    assert main(["--recipe", SHIPPED_RECIPE, "--work-dir", str(work), "--export-from", "mirrored",
                  "--export-to", str(out)]) == 0
-    assert '"rewording_exported_step": 2' in (out / "README.md").read_text()
+    notes = (out / "README.md").read_text()
+    assert '"rewording_exported_step": 2' in notes and '"mirrored_exported_step": 2' in notes
     assert (out / "goal_refiner" / "model.safetensors").is_file()

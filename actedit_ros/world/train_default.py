@@ -1,9 +1,10 @@
 """Reproduce the embedded default model: `python -m actedit_ros.world.train_default` (or `make train-default`).
 
-Recipes (`--recipe`): **v2.1** (the model shipped today, the default): **v2**'s stages 1-5 in v2's work folder, then
-stage 6; **v2** (the previous default, stages 1-5); **v3** (trained, not shipped; see the README's "Sharper goals and
-new wording"). Stages, each resumable (re-run the same command after an interruption; finished stages are skipped and the
-running one continues from its last checkpoint):
+Recipes (`--recipe`): **v2.2** (the model shipped today, the default): **v2.1**'s stages in their work folder, then
+stage 6b; **v2.1** (the previous default: **v2**'s stages 1-5 in v2's work folder, then stage 6); **v2** (stages 1-5);
+**v3** (trained, not shipped; see the README's "Sharper goals and new wording"). Stages, each resumable (re-run the
+same command after an interruption; finished stages are skipped and the running one continues from its last
+checkpoint):
 
 1. dataset   - world episodes (both camera regimes) as an edit-pair folder (`world/dataset.py`): v3 renders them at
                128x96; v2 renders 64x64 and resizes to 64x48. v3 and v2.1 add training-only instruction variants
@@ -20,14 +21,17 @@ running one continues from its last checkpoint):
 6. rewording - v2.1: `actedit-train` on from stage 5 with the same objective, half of its draws on a training-only
                rewording of the pair's instruction (`world/phrasing_augment.py`; cross-attention still frozen; the
                regularizer pulls toward the stage-5 UNet).
+6b. mirrored - v2.2: the same again on from stage 6 (regularizer toward it) with mirrored pairs as well
+               (`--random-flip`: half the pairs flipped left/right, "left"/"right" swapped in their instructions), its
+               own training seed and its own latent cache (the mirrored images' latents too).
 7. goal refiner - v2.1: a small start-conditioned network that redraws the decoded goal at twice the working
                size (`world/goal_refiner_training.py`, `editing/goal_refiner.py`), trained on jittered
                reconstructions of the true end frames by the trained VAE.
 8. export    - the last UNet stage's model into `actedit_ros/models/default/` (UNet and VAE as fp16 safetensors),
                with the goal refiner.
 
-Work files live in `--work-dir` (default `work_dirs/default_model/` for v2 and v2.1, `work_dirs/default_v3/` for v3;
-git-ignored).
+Work files live in `--work-dir` (default `work_dirs/default_model/` for v2, v2.1 and v2.2, `work_dirs/default_v3/`
+for v3; git-ignored).
 """
 from __future__ import annotations
 
@@ -65,6 +69,8 @@ class Recipe:
     rewording_steps: int = 0  # stage 6: EditAction steps on from stage 5 with instruction variants (0 = no stage 6)
     goal_refiner_steps: int = 0  # stage 7: steps of the goal refiner (0 = none)
     goal_refiner_editor_share: float = 0.0  # stage 7: share of each batch on the model's own goals (measured: 0 wins)
+    mirrored_steps: int = 0  # stage 6b: stage 6 again on from it with --random-flip (0 = no stage 6b)
+    mirrored_seed: int = 1  # stage 6b's training seed (README: seeds 0 and 1 measured; 1 is the one shipped)
 
 
 RECIPES = {
@@ -78,10 +84,14 @@ RECIPES = {
     "v2.1": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
                    instruction_variants=8, ip2p_steps=(1600, 8000),
                    work_dir="default_model", decoder_steps=1500, rewording_steps=2000, goal_refiner_steps=4000),
+    # v2.1 and then 2,000 more steps of stage 6's objective with mirrored pairs as well (same work folder)
+    "v2.2": Recipe(image_size=(64, 48), resolution=55, render_size=(64, 64), autoencoder="fixed",
+                   instruction_variants=8, ip2p_steps=(1600, 8000), work_dir="default_model", decoder_steps=1500,
+                   rewording_steps=2000, goal_refiner_steps=4000, mirrored_steps=2000),
 }
-STAGES = ("ip2p", "editaction", "rewording")  # the UNet stages (4-6), in order
+STAGES = ("ip2p", "editaction", "rewording", "mirrored")  # the UNet stages (4-6b), in order
 REWORDING_PROB = 0.5  # stage 6: half the draws train on a rewording (phrasing_augment.py)
-SHIPPED_RECIPE = "v2.1"
+SHIPPED_RECIPE = "v2.2"
 IMAGE_SIZE = RECIPES[SHIPPED_RECIPE].image_size  # what the shipped model works at
 RESOLUTION = RECIPES[SHIPPED_RECIPE].resolution  # sqrt(64 * 48): keep-aspect 320x240 -> 64x48
 
@@ -158,12 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m actedit_ros.world.train_default", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Reproduce the embedded default model from scratch on CPU (resumable: re-run the same command).")
     parser.add_argument("--recipe", choices=list(RECIPES), default=SHIPPED_RECIPE,
-                        help="v2.1 (shipped): v2, then stage 6 (EditAction on with training-only rewordings); "
-                             "v2: 64x48, fixed block-average encoder; v3: 128x96, learned autoencoder, rewordings in "
-                             "stages 4-5 (trained, not shipped). Default: the recipe of the shipped model")
+                        help="v2.2 (shipped): v2.1, then stage 6b (the same with mirrored pairs as well); v2.1: "
+                             "v2, then stage 6 (EditAction on with training-only rewordings); v2: 64x48, fixed "
+                             "block-average encoder; v3: 128x96, learned autoencoder, rewordings in stages 4-5 "
+                             "(trained, not shipped). Default: the recipe of the shipped model")
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="where every stage writes its files (default: work_dirs/default_model for v2 and v2.1, "
-                             "work_dirs/default_v3 for v3)")
+                        help="where every stage writes its files (default: work_dirs/default_model for v2, v2.1 and "
+                             "v2.2, work_dirs/default_v3 for v3)")
     parser.add_argument("--train-episodes", type=int, default=20000, help="training episodes (one pair each)")
     parser.add_argument("--test-episodes", type=int, default=400, help="held-out test episodes (validation/eval)")
     parser.add_argument("--decoder-steps", type=int, default=None,
@@ -187,9 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--editaction-steps", type=int, default=1500,
                         help="steps of stage 5 (EditAction fine-tune: action loss + regularizer)")
     parser.add_argument("--rewording-steps", type=int, default=None,
-                        help="steps of stage 6 (v2.1: EditAction on from stage 5 with half the draws on training-only "
-                             "rewordings of the instruction). Default: the recipe's (v2.1: 2000; others have none)")
-    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4-6")
+                        help="steps of stage 6 (v2.1, v2.2: EditAction on from stage 5 with half the draws on "
+                             "training-only rewordings of the instruction). Default: the recipe's (2000; v2, v3: none)")
+    parser.add_argument("--mirrored-steps", type=int, default=None,
+                        help="steps of stage 6b (v2.2: stage 6's objective on from it with mirrored pairs as well, "
+                             "--random-flip). Default: the recipe's (v2.2: 2000; others have none)")
+    parser.add_argument("--batch-size", type=int, default=16, help="pairs per optimizer step in stages 4-6b")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="stage 4 learning rate (x0-prediction)")
     parser.add_argument("--finetune-learning-rate", type=float, default=2e-4, help="stage 5 learning rate")
     parser.add_argument("--ablation", choices=list(ABLATIONS), default="editaction",
@@ -200,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-export", action="store_true", help="do not write actedit_ros/models/default")
     parser.add_argument("--goal-refiner-steps", type=int, default=None,
                         help="stage 7: steps of the goal refiner (trained against the finished VAE; 0 = none). "
-                             "Default: the recipe's (v2.1: 4000; others have none)")
+                             "Default: the recipe's (v2.1 and v2.2: 4000; others have none)")
     parser.add_argument("--export-from", choices=list(STAGES), default=None,
                         help="only export the named stage's current model (with the current VAE decoder) into "
                              "the package (or --export-to), then exit; editaction = stage 5 of the arm --ablation and "
@@ -278,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         final_stage, final_dir = "rewording", work / "rewording"
         run_actedit_train({**flags, "--pretrained-model": stage5_dir, "--output-dir": final_dir,
                            "--max-train-steps": rewording_steps, "--instruction-variant-prob": REWORDING_PROB})
+    mirrored_steps = recipe.mirrored_steps if args.mirrored_steps is None else args.mirrored_steps
+    if final_stage == "rewording" and mirrored_steps > 0:  # stage 6b: stage 6 again, with mirrored pairs as well
+        previous, final_stage, final_dir = final_dir, "mirrored", work / "mirrored"
+        run_actedit_train({**flags, "--pretrained-model": previous, "--output-dir": final_dir,
+                           "--max-train-steps": mirrored_steps, "--instruction-variant-prob": REWORDING_PROB,
+                           "--random-flip": None, "--seed": recipe.mirrored_seed,
+                           "--latent-cache-file": work / "latent_cache_mirrored.safetensors"})
     if _wait(decoder) != 0:
         return 1
     if _packaged_arm(args):
