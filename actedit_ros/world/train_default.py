@@ -286,6 +286,21 @@ def main(argv: list[str] | None = None) -> int:
              "--seed": args.finetune_seed}
     flags.update(ABLATIONS[args.ablation])
     run_actedit_train(flags)
+    final_stage, final_dir = _rewording_stages(work, args, recipe, flags, stage5_dir)
+    if _wait(decoder) != 0:
+        return 1
+    if _packaged_arm(args):
+        _goal_refiner_stage(work, args, recipe, final_dir)
+    log.info("done in %.0f s", time.time() - started)
+    if _packaged_arm(args) and not args.no_export:
+        out = export_default(final_dir, vae_source=_trained_vae(work, recipe),
+                             notes=_notes(work, final_stage, args.recipe), goal_refiner=_goal_refiner_dir(work))
+        print(f"exported to {out}")
+    return 0
+
+
+def _rewording_stages(work: Path, args, recipe: Recipe, flags: dict, stage5_dir: Path) -> tuple[str, Path]:
+    """Stages 6 and 6b on from stage 5 (packaged arm only); returns the last UNet stage's name and folder."""
     final_stage, final_dir = "editaction", stage5_dir
     rewording_steps = recipe.rewording_steps if args.rewording_steps is None else args.rewording_steps
     if rewording_steps > 0 and _packaged_arm(args):  # stage 6: the same objective, on from stage 5, with rewordings
@@ -299,16 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                            "--max-train-steps": mirrored_steps, "--instruction-variant-prob": REWORDING_PROB,
                            "--random-flip": None, "--seed": recipe.mirrored_seed,
                            "--latent-cache-file": work / "latent_cache_mirrored.safetensors"})
-    if _wait(decoder) != 0:
-        return 1
-    if _packaged_arm(args):
-        _goal_refiner_stage(work, args, recipe, final_dir)
-    log.info("done in %.0f s", time.time() - started)
-    if _packaged_arm(args) and not args.no_export:
-        out = export_default(final_dir, vae_source=_trained_vae(work, recipe),
-                             notes=_notes(work, final_stage, args.recipe), goal_refiner=_goal_refiner_dir(work))
-        print(f"exported to {out}")
-    return 0
+    return final_stage, final_dir
 
 
 def _goal_refiner_stage(work: Path, args, recipe: Recipe, model_dir: Path) -> None:
