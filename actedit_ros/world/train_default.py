@@ -349,7 +349,7 @@ def _packaged_arm(args) -> bool:
 
 def _export_stage(work: Path, args, stage5_dir: Path) -> int:
     """--export-from: the named stage's current model (with the current VAE) into the package or --export-to."""
-    source = stage5_dir if args.export_from == "editaction" else work / args.export_from  # ip2p/ or rewording/
+    source = stage5_dir if args.export_from == "editaction" else work / args.export_from  # ip2p/, rewording/ or mirrored/
     if source == stage5_dir and not _packaged_arm(args) and args.export_to is None:
         print(f"error: {stage5_dir.name} is an ablation arm or second seed, not the packaged model: give --export-to "
               f"DIR", file=sys.stderr)
